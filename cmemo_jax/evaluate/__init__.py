@@ -1,0 +1,1 @@
+"""Evaluation: ROC AUC against the teacher (heard / unheard identities), linear probes (later)."""

@@ -1,0 +1,105 @@
+"""The speech student: VGG-M / VGGVox with batch norm (paper Table 4), 8 emotion logits out.
+
+Layout: input spectrogram `[batch, freq=512, time]` -> NHWC `[batch, freq, time, 1]`.
+For a 4.024 s clip (400 frames) the feature maps are, with pooling rounding down (design.md §2):
+
+  conv1 96 7x7 s2 p1 -> 254x198   mpool1 3x3 s2 -> 126x98
+  conv2 256 5x5 s2 p1 -> 62x48    mpool2 3x3 s2 -> 30x23
+  conv3/4/5 3x3 p1 -> 30x23       mpool5 5x3 s(3,2) -> 9x11
+  fc6 4096 as a 9x1 conv -> 1x11  apool6: mean over time (any length) -> 1x1
+  fc7 1024 -> fc8 8
+
+Batch norm + ReLU follow every conv and fc6/fc7. Weights are initialised as in MatConvNet's
+from-scratch recipe, N(0, 2 / (kh kw cin)), biases zero, BN scale one.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# N(0, 2 / fan_in): untruncated normal, as MatConvNet's `randn * sqrt(2 / (h w cin))`.
+he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class ConvBNReLU(nn.Module):
+    """Conv (bias, zero-initialised) -> BatchNorm -> ReLU, NHWC."""
+
+    features: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: Any = "VALID"
+    dtype: Any = jnp.float32
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(self.features, self.kernel, strides=self.strides, padding=self.padding,
+                    kernel_init=he_normal, bias_init=nn.initializers.zeros,
+                    dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
+        # Batch statistics are reduced in float32 even under bf16 compute (flax's default).
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                         epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
+                         name="bn")(x)
+        return nn.relu(x)
+
+
+class Student(nn.Module):
+    """VGG-M/VGGVox + BN speech emotion student.
+
+    Attributes:
+      conv_features: output channels of conv1..conv5; the paper's Table 4 has conv3 = 256
+        (VGGVox uses 384), so it is a config field.
+      fc6_features, fc7_features: widths of the 9x1 fc6 conv and the fc7 layer.
+      num_classes: logits out (8 emotions, cmemo_jax.constants.EMOTIONS order).
+      dtype: compute dtype (float32, or bfloat16 for mixed precision); parameters and
+        batch-norm statistics stay float32.
+    """
+
+    conv_features: Sequence[int] = (96, 256, 256, 256, 256)
+    fc6_features: int = 4096
+    fc7_features: int = 1024
+    num_classes: int = 8
+    dtype: Any = jnp.float32
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    def features(self, spectrogram, train: bool = False):
+        """Embedding before fc8: `[batch, freq, time]` -> `[batch, fc7_features]`."""
+        if spectrogram.ndim != 3:
+            raise ValueError(f"Student expects a spectrogram [batch, freq, time], got shape {spectrogram.shape}")
+        c1, c2, c3, c4, c5 = self.conv_features
+        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        x = spectrogram[..., None].astype(self.dtype)  # NHWC: H = frequency, W = time.
+        x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", **block)(x, train)
+        x = nn.max_pool(x, (3, 3), (2, 2))
+        x = ConvBNReLU(c2, (5, 5), (2, 2), ((1, 1), (1, 1)), name="conv2", **block)(x, train)
+        x = nn.max_pool(x, (3, 3), (2, 2))
+        x = ConvBNReLU(c3, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv3", **block)(x, train)
+        x = ConvBNReLU(c4, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv4", **block)(x, train)
+        x = ConvBNReLU(c5, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv5", **block)(x, train)
+        x = nn.max_pool(x, (5, 3), (3, 2))
+        if x.shape[1] != 9 or x.shape[2] < 1:
+            raise ValueError(
+                f"Student needs 512 frequency bins and >= 33 frames (got spectrogram {spectrogram.shape}, "
+                f"mpool5 output {x.shape[1:3]}); the 9x1 fc6 spans the 9 pooled frequency rows")
+        # fc6: a 9x1 conv over the whole pooled frequency axis, one output per time step.
+        x = ConvBNReLU(self.fc6_features, (9, 1), name="fc6", **block)(x, train)
+        # apool6: average over time, so any clip length gives one vector (paper §5.1).
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(self.fc7_features, kernel_init=he_normal, bias_init=nn.initializers.zeros,
+                     dtype=self.dtype, param_dtype=jnp.float32, name="fc7")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                         epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
+                         name="fc7_bn")(x)
+        return nn.relu(x)
+
+    @nn.compact
+    def __call__(self, spectrogram, train: bool = False):
+        """`[batch, 512, time]` normalised magnitude spectrogram -> `[batch, num_classes]` float32 logits."""
+        x = self.features(spectrogram, train)
+        logits = nn.Dense(self.num_classes, kernel_init=he_normal, bias_init=nn.initializers.zeros,
+                          dtype=self.dtype, param_dtype=jnp.float32, name="fc8")(x)
+        return logits.astype(jnp.float32)
