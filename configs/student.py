@@ -55,6 +55,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 2
     c.export_path = "student.msgpack"
+    c.stop_at_step = -1                   # tests: stop after this step as if killed
+
+    # Multi-host (see README): explicit coordinator, or auto-detection on TPU pods / SLURM.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    c.distributed.auto = False
 
     if arg in (None, "", "paper"):
         return c

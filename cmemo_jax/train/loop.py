@@ -140,11 +140,13 @@ def fit(task, config, workdir: str) -> dict:
                 raise FloatingPointError(f"non-finite training metrics at step {step}: {means}")
             means.update(meter.report(step, means))
             writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+            _append_jsonl(workdir, step, {f"train/{k}": v for k, v in means.items()})
             metrics_sum, metrics_count = None, 0
         is_eval = step % config.eval_every_steps == 0 or step == total_steps
         if is_eval:
             results = evaluate(task, eval_step, state, mesh)
             writer.write_scalars(step, _scalars(results))
+            _append_jsonl(workdir, step, _scalars(results))
             _print_eval(step, results)
             metric = float(results[selection_name][selection_key])
             if progress["best_metric"] is None or metric < progress["best_metric"]:
@@ -155,6 +157,12 @@ def fit(task, config, workdir: str) -> dict:
             progress["step"] = step
             ckpt.save(step, state, dict(progress))
         writer.flush()
+        if step == config.get("stop_at_step", -1):
+            # Test hook: leave as a killed run would (checkpoints stay, no final export).
+            ckpt.wait()
+            ckpt.close()
+            writer.close()
+            return {"stopped_at_step": step}
     ckpt.wait()
 
     # Final report and export use the model selected on the validation metric.
@@ -175,6 +183,13 @@ def fit(task, config, workdir: str) -> dict:
     writer.close()
     ckpt.close()
     return summary
+
+
+def _append_jsonl(workdir: str, step: int, scalars: dict):
+    """metrics.jsonl: one JSON line per logged step, easy to read back without TensorBoard."""
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
 
 
 def _print_eval(step: int, results: dict, prefix: str = "eval"):

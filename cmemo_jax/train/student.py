@@ -75,26 +75,22 @@ def resolve_data_dir(config) -> str:
     return path
 
 
-class StudentTask:
-    """Everything student-specific that the shared trainer (cmemo_jax.train.loop) plugs in."""
+class StudentObjective:
+    """The model side of the student phase, everything that runs inside the jitted step.
 
-    selection_metric = "unheard_val/loss"
+    Needs no TensorFlow, so benchmarks and the GPU machine use it with device-resident batches.
+    Batch keys: audio int16 `[batch, crop_samples]`, logits float32 `[batch, rows, 8]` (teacher
+    rows overlapping the crop, zero-padded), num_rows int32 `[batch]`, valid bool `[batch]`.
+    """
 
-    def __init__(self, config, data_dir: str):
-        from cmemo_jax.data import pipeline, records  # TensorFlow is imported here, not by the model code.
-
+    def __init__(self, config):
         self.config = config
         self.model = build_student(config.model)
         self.loss_fn = losses.get_loss(config.loss.name)
         self.crop_samples = int(round(config.audio.crop_seconds * constants.SAMPLE_RATE))
         self.max_rows = constants.max_rows_per_segment(self.crop_samples / constants.SAMPLE_RATE)
-        self._pipeline = pipeline
-        self.files = {split: records.list_shards(data_dir, split)
-                      for split in ("train", "heard_val", "unheard_val")}
-        self.num_train_tracks = pipeline.count_records(self.files["train"])
         self.local_batch_size = config.batch_size // jax.process_count()
 
-    # --- model side (runs inside jit) ---
     def model_inputs(self, batch, rng, train: bool):
         dither = rng if (train and self.config.audio.dither and rng is not None) else None
         return spectrogram_inputs(batch["audio"], self.config.audio, dither_key=dither)
@@ -108,12 +104,45 @@ class StudentTask:
     def eval_outputs(self, outputs, batch):
         return {"student_logits": outputs, "teacher_logits": self.teacher_targets(batch)}
 
-    # --- data side (host) ---
-    def example_batch(self):
-        b = self.local_batch_size
+    def example_batch(self, batch_size=None):
+        b = self.local_batch_size if batch_size is None else batch_size
         return {"audio": np.zeros((b, self.crop_samples), np.int16),
                 "logits": np.zeros((b, self.max_rows, constants.NUM_EMOTIONS), np.float32),
                 "num_rows": np.ones((b,), np.int32), "valid": np.ones((b,), bool)}
+
+    def random_batch(self, rng: np.random.Generator, batch_size=None):
+        """A batch of noise audio and random teacher logits (benchmarks, multi-host tests)."""
+        batch = self.example_batch(batch_size)
+        b = batch["audio"].shape[0]
+        batch["audio"] = rng.integers(-8000, 8000, size=batch["audio"].shape, dtype=np.int16)
+        batch["logits"] = rng.normal(size=batch["logits"].shape).astype(np.float32)
+        batch["num_rows"] = rng.integers(1, self.max_rows + 1, size=(b,), dtype=np.int32)
+        return batch
+
+    def export_meta(self):
+        kwargs = student_kwargs(self.config.model)
+        kwargs["conv_features"] = list(kwargs["conv_features"])
+        kwargs["dtype"] = jnp.dtype(kwargs["dtype"]).name
+        return {"kind": "student", "model": kwargs, "emotions": list(constants.EMOTIONS),
+                "frontend": {"name": "vggvox", "sample_rate": constants.SAMPLE_RATE,
+                             "dft": self.config.audio.dft},
+                "train_crop_seconds": self.config.audio.crop_seconds,
+                "loss": self.config.loss.to_dict()}
+
+
+class StudentTask(StudentObjective):
+    """The student objective plus its data: what the shared trainer (cmemo_jax.train.loop) plugs in."""
+
+    selection_metric = "unheard_val/loss"
+
+    def __init__(self, config, data_dir: str):
+        super().__init__(config)
+        from cmemo_jax.data import pipeline, records  # TensorFlow is imported here, not by the model code.
+
+        self._pipeline = pipeline
+        self.files = {split: records.list_shards(data_dir, split)
+                      for split in ("train", "heard_val", "unheard_val")}
+        self.num_train_tracks = pipeline.count_records(self.files["train"])
 
     def train_batches(self, start_step: int):
         return self._pipeline.train_batches(
@@ -136,16 +165,6 @@ class StudentTask:
         return {"loss": float(np.mean(outputs["loss"])), "mean_auc": auc["mean_auc"],
                 "num_clips": int(outputs["loss"].shape[0]), "per_class_auc": auc["per_class"],
                 "left_out": auc["left_out"], "label_counts": auc["label_counts"]}
-
-    def export_meta(self):
-        kwargs = student_kwargs(self.config.model)
-        kwargs["conv_features"] = list(kwargs["conv_features"])
-        kwargs["dtype"] = jnp.dtype(kwargs["dtype"]).name
-        return {"kind": "student", "model": kwargs, "emotions": list(constants.EMOTIONS),
-                "frontend": {"name": "vggvox", "sample_rate": constants.SAMPLE_RATE,
-                             "dft": self.config.audio.dft},
-                "train_crop_seconds": self.config.audio.crop_seconds,
-                "loss": self.config.loss.to_dict()}
 
 
 def train_steps_for(config, num_train_tracks: int) -> int:
