@@ -23,6 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _mpool5_size(n: int, pool5_kernel: int, pool5_stride: int) -> int:
+    """One spatial axis through conv1 .. mpool5 (floor rounding); <= 0 means the input is too small."""
+    n = (n + 2 - 7) // 2 + 1  # conv1 7x7 s2 p1
+    n = (n - 3) // 2 + 1  # mpool1 3x3 s2
+    n = (n + 2 - 5) // 2 + 1  # conv2 5x5 s2 p1
+    n = (n - 3) // 2 + 1  # mpool2 3x3 s2 (conv3-5 keep the size)
+    return (n - pool5_kernel) // pool5_stride + 1 if n >= pool5_kernel else 0
+
+
 class ConvBNReLU(nn.Module):
     """Conv2d (bias) -> BatchNorm2d -> ReLU, NCHW."""
 
@@ -68,14 +77,15 @@ class TorchStudent(nn.Module):
     def features(self, spectrogram: torch.Tensor) -> torch.Tensor:
         if spectrogram.dim() != 3:
             raise ValueError(f"TorchStudent expects [batch, freq, time], got {tuple(spectrogram.shape)}")
+        freq, time = _mpool5_size(spectrogram.shape[1], 5, 3), _mpool5_size(spectrogram.shape[2], 3, 2)
+        if freq != 9 or time < 1:
+            raise ValueError(f"TorchStudent needs 512 frequency bins and >= 65 frames, got "
+                             f"{tuple(spectrogram.shape)} (mpool5 would be {freq}x{time})")
         x = spectrogram.unsqueeze(1)  # [B, 1, freq, time]
         x = F.max_pool2d(self.conv1(x), 3, 2)
         x = F.max_pool2d(self.conv2(x), 3, 2)
         x = self.conv5(self.conv4(self.conv3(x)))
         x = F.max_pool2d(x, (5, 3), (3, 2))
-        if x.shape[2] != 9 or x.shape[3] < 1:
-            raise ValueError(f"TorchStudent needs 512 frequency bins and >= 33 frames, got "
-                             f"{tuple(spectrogram.shape)} (mpool5 {tuple(x.shape[2:])})")
         x = self.fc6(x)  # [B, fc6, 1, T']
         x = x.mean(dim=(2, 3))  # apool6 over time (and the singleton frequency axis)
         return F.relu(self.fc7_bn(self.fc7(x)))

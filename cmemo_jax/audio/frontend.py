@@ -15,8 +15,8 @@ Recipe (checked against the authors' MatConvNet code and the VGGVox code):
 Everything is shape-static, so the functions jit, vmap and accept any leading batch dimensions.
 The two sequential parts of the recipe are written so that accelerators run them well:
 
-* the DC-removal IIR is a blocked recurrence (a Toeplitz matmul inside 128-sample blocks plus an
-  associative scan over the block carries) instead of a 64k-step ``lax.scan``;
+* the DC-removal IIR is a blocked recurrence (a Toeplitz matmul inside 128-sample blocks plus a
+  short, float32-exact sum over the block carries) instead of a 64k-step ``lax.scan``;
 * framing uses reshapes and slices (no gather), and the DFT is either ``jnp.fft`` (``dft="fft"``) or
   a single [400, 512] matmul (``dft="matmul"``, for TPUs, which run FFTs poorly).
 """
@@ -91,6 +91,11 @@ def _iir_matrices(block: int, alpha: float):
     return (toeplitz_t.astype(np.float32), carry_gain.astype(np.float32), float(alpha ** block))
 
 
+def _carry_terms(block_gain: float, rel_tol: float = 2.0 ** -40) -> int:
+    """Number of terms m = 0..M-1 of ``sum_m block_gain**m e_{k-m}`` whose tail is below rel_tol."""
+    return max(1, int(np.ceil(np.log(rel_tol) / np.log(block_gain))))
+
+
 @functools.lru_cache(maxsize=None)
 def _hamming() -> np.ndarray:
     """Symmetric Hamming window ``0.54 - 0.46 cos(2 pi n / (N - 1))`` (MATLAB ``hamming``), float64 [400]."""
@@ -128,8 +133,9 @@ def _remove_dc(x: jnp.ndarray, alpha: float = DC_ALPHA) -> jnp.ndarray:
     sequential steps per 4 s clip, so the recurrence is split into 128-sample blocks:
       1. inside each block, the zero-state response is a [128, 128] lower-triangular Toeplitz matmul;
       2. the state carried out of block k, ``c_k = e_k + alpha**128 c_{k-1}`` (e_k: the block's last
-         zero-state output), is itself a first-order recurrence over L/128 blocks, solved in
-         O(log) depth with ``lax.associative_scan``;
+         zero-state output), is itself a first-order recurrence over L/128 blocks; its gain
+         0.99**128 = 0.28 decays so fast that ~22 terms of ``sum_m 0.28**m e_{k-m}`` are exact to
+         float32 (the neglected tail weighs < 2**-40);
       3. each sample then adds its decayed share ``alpha**(i+1) c_{k-1}`` of the previous carry.
     Each output sums at most 128 terms plus one carry, so float32 keeps ~1e-6 relative accuracy.
     """
@@ -143,15 +149,15 @@ def _remove_dc(x: jnp.ndarray, alpha: float = DC_ALPHA) -> jnp.ndarray:
     # HIGHEST: accelerators would otherwise run float32 matmuls in bf16/tf32 (~1e-3 relative error).
     y_local = jnp.matmul(d, jnp.asarray(toeplitz_t), precision=jax.lax.Precision.HIGHEST)
     ends = y_local[..., -1]                                              # [..., n_blocks]
-
-    def combine(left, right):
-        # Composition of affine maps c -> a c + b: apply `left` first, then `right`.
-        a_l, b_l = left
-        a_r, b_r = right
-        return a_l * a_r, a_r * b_l + b_r
-
-    gains = jnp.full(ends.shape, block_gain, dtype=ends.dtype)
-    _, carries = jax.lax.associative_scan(combine, (gains, ends), axis=-1)
+    # c_k = sum_m block_gain**m e_{k-m}. block_gain = 0.99**128 = 0.28, so the terms with m >= 22
+    # weigh < 2**-40, far below float32 resolution: a short sum of shifted copies is the exact
+    # recurrence to float32 precision, 22 cheap fused elementwise ops on [..., L / 128] (it compiles
+    # ~4x faster than lax.associative_scan and needs no sequential loop).
+    n_terms = min(_carry_terms(block_gain), n_blocks)
+    carries = ends
+    for m in range(1, n_terms):
+        shifted = jnp.pad(ends, [(0, 0)] * len(lead) + [(m, 0)])[..., :n_blocks]
+        carries = carries + (block_gain ** m) * shifted
     # Block k starts from the carry of block k - 1 (zero before the first block).
     prev = jnp.pad(carries, [(0, 0)] * len(lead) + [(1, 0)])[..., :n_blocks]
     y = y_local + prev[..., None] * jnp.asarray(carry_gain)
@@ -218,10 +224,13 @@ def _check_input(waveform, sample_rate: int, dft: str) -> jnp.ndarray:
     return waveform.astype(jnp.float32)
 
 
-def _half_magnitude(waveform, sample_rate: int, dither_key, dither_scale: float, dft: str) -> jnp.ndarray:
-    """Steps 1-4 of the recipe for bins 0..256 only, frames first: [..., n_frames, 257]."""
-    x = _check_input(waveform, sample_rate, dft) * INT16_SCALE
-    y = _remove_dc(x)
+# The public functions are jitted internally: called eagerly (e.g. in predict), op-by-op dispatch of
+# the blocked IIR and the framing would be several times slower. Inside a caller's jit this is simply
+# inlined. Input checks run before it, on static shapes and dtypes.
+@functools.partial(jax.jit, static_argnames=("dither_scale", "dft", "normalize", "eps"))
+def _core(x, dither_key, *, dither_scale: float, dft: str, normalize: bool, eps: float) -> jnp.ndarray:
+    """Checked float32 waveform [..., L] -> [..., 512, n_frames] (normalised when `normalize`)."""
+    y = _remove_dc(x * INT16_SCALE)
     if dither_key is not None:
         # VGGVox dithers after DC removal, scaled by the std of the filtered signal; u1 + u2 - 1 is
         # triangular on (-1, 1). The std is per example: over the sample axis only.
@@ -230,7 +239,12 @@ def _half_magnitude(waveform, sample_rate: int, dither_key, dither_scale: float,
         y = y + dither_scale * jnp.std(y, axis=-1, keepdims=True) * tri
     z = _preemphasis(y)
     frames = _frames(z)                                                  # [..., T, 400]
-    return _half_spectrum_fft(frames) if dft == "fft" else _half_spectrum_matmul(frames)
+    half = _half_spectrum_fft(frames) if dft == "fft" else _half_spectrum_matmul(frames)  # [..., T, 257]
+    if normalize:
+        # Normalising per bin commutes with mirroring (a mirrored bin holds the same values), so
+        # normalise the unique half over time (axis -2) and mirror last.
+        half = _normalize(half, -2, eps)
+    return _mirror_to_bins_first(half)
 
 
 def _mirror_to_bins_first(half: jnp.ndarray) -> jnp.ndarray:
@@ -259,7 +273,8 @@ def magnitude_spectrogram(waveform, *, sample_rate: int = SAMPLE_RATE, dither_ke
       DC-removed, pre-emphasised signal; ``n_frames = floor((num_samples - 400) / 160) + 1``;
       bin k is frequency ``k * 16000 / 512`` Hz (k > 256 mirror 512 - k); frame t starts at ``t * 10`` ms.
     """
-    return _mirror_to_bins_first(_half_magnitude(waveform, sample_rate, dither_key, dither_scale, dft))
+    x = _check_input(waveform, sample_rate, dft)
+    return _core(x, dither_key, dither_scale=float(dither_scale), dft=dft, normalize=False, eps=0.0)
 
 
 def _normalize(spec: jnp.ndarray, axis: int, eps: float) -> jnp.ndarray:
@@ -282,7 +297,7 @@ def normalize_spectrogram(spec: jnp.ndarray, eps: float = DEFAULT_EPS) -> jnp.nd
       float32 [..., freq, n_frames]. With a single frame the (N - 1) std is undefined; the
       denominator is clamped to 1 there, and the output is all zeros (the frame minus itself).
     """
-    return _normalize(jnp.asarray(spec), -1, eps)
+    return _normalize(jnp.asarray(spec, jnp.float32), -1, eps)
 
 
 def spectrogram(waveform, *, sample_rate: int = SAMPLE_RATE, dither_key=None, dither_scale: float = 1e-6,
@@ -302,7 +317,5 @@ def spectrogram(waveform, *, sample_rate: int = SAMPLE_RATE, dither_key=None, di
       float32 jnp array [..., 512, n_frames], ``n_frames = floor((num_samples - 400) / 160) + 1``
       (64,384 samples = 4.024 s -> [512, 400]); per-bin zero mean and unit (N - 1) std over time.
     """
-    half = _half_magnitude(waveform, sample_rate, dither_key, dither_scale, dft)   # [..., T, 257]
-    # Normalising per bin commutes with mirroring (a mirrored bin has the same values), so normalise
-    # the unique half over time (axis -2) and mirror last.
-    return _mirror_to_bins_first(_normalize(half, -2, eps))
+    x = _check_input(waveform, sample_rate, dft)
+    return _core(x, dither_key, dither_scale=float(dither_scale), dft=dft, normalize=True, eps=float(eps))

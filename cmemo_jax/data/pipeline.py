@@ -43,13 +43,19 @@ def _tf():
 # ----------------------------------------------------------------------------------------- counting
 
 def _count_file(path: str) -> int:
-    """Records in one TFRecord file by walking the length headers (no payload reads, no TF).
+    """Records in one TFRecord file by walking the length headers (no payload reads; TF only for URLs).
 
     Framing: uint64 length, uint32 masked crc of length, data, uint32 masked crc of data.
     """
     n = 0
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
+    if "://" in path:  # e.g. gs://: same header walk through tf.io.gfile (seek is supported)
+        tf = _tf()
+        size = tf.io.gfile.stat(path).length
+        opener = lambda: tf.io.gfile.GFile(path, "rb")  # noqa: E731
+    else:
+        size = os.path.getsize(path)
+        opener = lambda: open(path, "rb")  # noqa: E731
+    with opener() as fh:
         pos = 0
         while pos < size:
             header = fh.read(8)
@@ -80,7 +86,7 @@ def _shard_plan(files: Sequence[str], process_index: int, process_count: int):
     element (every process reads every file and keeps every process_count-th record), which balances the
     processes whatever the file count.
     """
-    files = list(files)
+    files = [files] if isinstance(files, str) else list(files)
     if not files:
         raise ValueError("no record files given")
     if not 0 <= process_index < process_count:

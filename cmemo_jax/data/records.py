@@ -41,6 +41,11 @@ def _tf():
     return tf
 
 
+def is_remote(path: str) -> bool:
+    """True for URLs such as gs://bucket/dir (handled through tf.io.gfile instead of os)."""
+    return "://" in str(path)
+
+
 def shard_name(split_name: str, index: int, num_shards: int) -> str:
     """File name of shard `index` of `num_shards` for a split, e.g. 'train.tfrecord-00000-of-00004'."""
     return f"{split_name}.tfrecord-{index:05d}-of-{num_shards:05d}"
@@ -147,7 +152,8 @@ def decode_track(serialized: bytes) -> dict:
         "identity": b("identity").decode("utf-8"),
         "split": i("split"),
         "audio": np.frombuffer(b("audio"), dtype="<i2").astype(np.int16),
-        "logits": np.frombuffer(b("logits"), dtype="<f4").astype(np.float32).reshape(num_frames, NUM_EMOTIONS),
+        "logits": np.frombuffer(b("logits"), dtype="<f4").astype(np.float32).reshape(
+            num_frames, NUM_EMOTIONS),
     }
     if out["audio"].shape[0] != i("num_samples"):
         raise ValueError(f"track {out['track_id']!r}: audio has {out['audio'].shape[0]} samples, "
@@ -172,7 +178,11 @@ def write_shards(tracks: Iterable[dict], out_dir: str, split_name: str, num_shar
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     tf = _tf()
-    os.makedirs(out_dir, exist_ok=True)
+    remote = is_remote(out_dir)
+    if remote:
+        tf.io.gfile.makedirs(out_dir)
+    else:
+        os.makedirs(out_dir, exist_ok=True)
     finals = [os.path.join(out_dir, shard_name(split_name, k, num_shards)) for k in range(num_shards)]
     temps = [f"{p}.tmp-{os.getpid()}" for p in finals]
     writers = [tf.io.TFRecordWriter(p) for p in temps]
@@ -186,19 +196,24 @@ def write_shards(tracks: Iterable[dict], out_dir: str, split_name: str, num_shar
             w.close()
         if not ok:
             for p in temps:
-                if os.path.exists(p):
-                    os.remove(p)
+                if tf.io.gfile.exists(p):
+                    tf.io.gfile.remove(p)
     for tmp, final in zip(temps, finals):
-        os.replace(tmp, final)
+        if remote:
+            tf.io.gfile.rename(tmp, final, overwrite=True)
+        else:
+            os.replace(tmp, final)
     return finals
 
 
 def list_shards(data_dir: str, split_name: str) -> list[str]:
     """Sorted complete shard paths of a split; FileNotFoundError naming the directory if there are none."""
     pattern = os.path.join(data_dir, f"{split_name}.tfrecord-*-of-*")
-    files = sorted(p for p in glob.glob(pattern) if ".tmp" not in os.path.basename(p))
+    found = _tf().io.gfile.glob(pattern) if is_remote(data_dir) else glob.glob(pattern)
+    files = sorted(p for p in found if ".tmp" not in os.path.basename(p))
     if not files:
-        raise FileNotFoundError(f"no '{split_name}' record shards ({split_name}.tfrecord-*-of-*) in {data_dir}")
+        raise FileNotFoundError(
+            f"no '{split_name}' record shards ({split_name}.tfrecord-*-of-*) in {data_dir}")
     return files
 
 
@@ -235,13 +250,20 @@ def parse_example(serialized_tensor) -> dict:
 def write_dataset_info(data_dir: str, info: dict[str, Any]) -> str:
     """Writes `info` (e.g. {'num_examples': {'train': n, ...}, 'sample_rate': 16000, 'source': ...}) as
     DATA_DIR/dataset_info.json atomically; returns the path. 'sample_rate' defaults to 16000."""
-    os.makedirs(data_dir, exist_ok=True)
     info = dict(info)
     info.setdefault("sample_rate", SAMPLE_RATE)
     path = os.path.join(data_dir, DATASET_INFO_FILE)
+    text = json.dumps(info, indent=2, sort_keys=True)
+    if is_remote(data_dir):
+        tf = _tf()
+        tf.io.gfile.makedirs(data_dir)
+        with tf.io.gfile.GFile(path, "w") as fh:
+            fh.write(text)
+        return path
+    os.makedirs(data_dir, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as fh:
-        json.dump(info, fh, indent=2, sort_keys=True)
+        fh.write(text)
     os.replace(tmp, path)
     return path
 
@@ -249,6 +271,12 @@ def write_dataset_info(data_dir: str, info: dict[str, Any]) -> str:
 def read_dataset_info(data_dir: str) -> dict[str, Any]:
     """Reads DATA_DIR/dataset_info.json; FileNotFoundError naming the path if it is missing."""
     path = os.path.join(data_dir, DATASET_INFO_FILE)
+    if is_remote(data_dir):
+        tf = _tf()
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"no {DATASET_INFO_FILE} in {data_dir}")
+        with tf.io.gfile.GFile(path, "r") as fh:
+            return json.loads(fh.read())
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {DATASET_INFO_FILE} in {data_dir}")
     with open(path) as fh:

@@ -40,6 +40,7 @@ import os
 from typing import Iterator
 
 import numpy as np
+import scipy.fft
 
 from cmemo_jax.constants import (EMOTIONS, FRAME_PERIOD_S, FRAME_STRIDE, NUM_EMOTIONS, SAMPLE_RATE,
                                  SPLIT_HEARD_VAL, SPLIT_IDS, SPLIT_NAMES, SPLIT_TRAIN,
@@ -48,6 +49,7 @@ from cmemo_jax.constants import (EMOTIONS, FRAME_PERIOD_S, FRAME_STRIDE, NUM_EMO
 # Bump whenever the generator's output changes for a given config: it is part of the cache name.
 GENERATOR_VERSION = 1
 COMPLETE_MARKER = "_COMPLETE"
+TRACKS_PER_VIDEO = 4       # track k of a speaker is utterance k % 4 + 1 of video k // 4
 
 NEUTRAL, HAPPINESS, SURPRISE, SADNESS, ANGER, DISGUST, FEAR, CONTEMPT = range(NUM_EMOTIONS)
 
@@ -174,7 +176,7 @@ _F4_HZ = 3500.0
 _BANDWIDTHS = np.array([80.0, 100.0, 140.0, 200.0])
 
 # Short-time Fourier filter geometry (samples).
-_HOP = 64                  # also the control-grid step (4 ms)
+_HOP = 128                 # also the control-grid step (8 ms)
 _WIN = 256
 _NFFT = 512
 
@@ -347,14 +349,17 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
     step = _HOP / sr
     t = float(rng.uniform(0.05, 0.35))
     phrase_start = t
+    after_pause = True
     duration = num_samples / sr
     while t < duration - 0.1:
         c = min(int(t / step), n_ctrl - 1)
         rate = speaker.rate_sps * vp["rate_mul"][c]
-        if rng.random() < vp["pause_p"][c]:
+        if not after_pause and rng.random() < vp["pause_p"][c]:
             t += float(rng.uniform(0.12, 0.5)) / vp["rate_mul"][c]
             phrase_start = t
+            after_pause = True
             continue
+        after_pause = False
         syl = float(np.clip(rng.lognormal(0.0, 0.28), 0.5, 2.0)) / rate
         a, b = int(t / step), min(int((t + syl) / step), n_ctrl)
         if b - a < 4:
@@ -370,7 +375,7 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
                 fric_fc[a:a + onset] = rng.uniform(2500, 6500) * speaker.vtl
             elif kind < 0.75:    # plosive: closure then a short burst
                 cl = max(onset - 3, 1)
-                fric[a + cl:a + onset] = rng.uniform(0.4, 0.8)
+                fric[a + cl:a + onset] = rng.uniform(0.3, 0.6)
                 fric_fc[a + cl:a + onset] = rng.uniform(1500, 4000) * speaker.vtl
             else:                # voiced consonant (nasal-ish): weak voicing, low F1
                 voiced[a:a + onset] = 0.3
@@ -391,14 +396,14 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
             t += float(rng.uniform(0.02, 0.08))   # short closure gap between words
 
     # Coarticulation: smooth the targets over ~30 ms (voicing over ~12 ms, avoids clicks).
-    voiced = _moving_average(voiced, 3)
-    fric = _moving_average(fric, 3)
-    formants = _moving_average(formants, 7)
+    voiced = _moving_average(voiced, 2)
+    fric = _moving_average(fric, 2)
+    formants = _moving_average(formants, 4)
     decl = np.maximum(decl, -6.0)
 
     # Pitch (semitones relative to the speaker's habitual f0).
     jitter = rng.normal(0.0, 1.0, n_ctrl) * (vp["jitter_st"] + speaker.jitter_st)
-    drift = _moving_average(rng.normal(0.0, 1.0, n_ctrl), 50) * 6.0   # slow wander, ~0.8 st
+    drift = _moving_average(rng.normal(0.0, 1.0, n_ctrl), 50) * 6.0   # slow wander (~0.4 s), ~0.8 st
     tremor = vp["tremor_st"] * np.sin(2 * np.pi * 6.0 * t_ctrl + rng.uniform(0, 2 * np.pi))
     st = (vp["f0_shift_st"] + 3.0 * accent * vp["range_mul"] + vp["slope_st"] * slope
           + decl * np.sqrt(vp["range_mul"]) + jitter + drift + tremor)
@@ -419,12 +424,12 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
     amp = np.interp(ts, np.arange(n_ctrl), amp_ctrl)
     breath = np.interp(ts, np.arange(n_ctrl), np.clip(vp["breath"] + speaker.breath, 0.0, 0.8))
     noise = rng.normal(0.0, 1.0, num_samples)
-    src_v = amp * ((1.0 - breath) * exc + breath * 0.12 * noise * (0.4 + flow))
+    src_v = amp * ((1.0 - breath) * exc + breath * 0.025 * noise * (0.4 + flow))
     fric_amp = np.interp(ts, np.arange(n_ctrl), fric * 10.0 ** (amp_db / 40.0))
     src_n = fric_amp * 0.05 * rng.normal(0.0, 1.0, num_samples)
 
     # Short-time Fourier filtering: vocal tract (formants + tilt) for the voiced source, a band-pass
-    # for the fricative noise. Frames of 256 (Hann), hop 64, zero-padded 512-point FFT, overlap-add.
+    # for the fricative noise. Frames of 256 (Hann), hop 128, zero-padded 512-point FFT, overlap-add.
     fmul = vp["formant_mul"]
     tilt_ctrl = vp["tilt_db"] + speaker.tilt_db
     pad = _WIN
@@ -450,16 +455,16 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
     def frames(x):
         xp = np.pad(x, (pad, pad + _HOP))
         idx = np.arange(n_frames)[:, None] * _HOP + np.arange(_WIN)[None, :]
-        return np.fft.rfft(xp[idx] * win, n=_NFFT, axis=1)
+        return scipy.fft.rfft(xp[idx] * win, n=_NFFT, axis=1)
 
     spec = frames(src_v) * env_v + frames(src_n) * env_n
-    y_frames = np.fft.irfft(spec, n=_NFFT, axis=1)
+    y_frames = scipy.fft.irfft(spec, n=_NFFT, axis=1)
     per = _NFFT // _HOP
     blocks = np.zeros((n_frames + per, _HOP))
     yb = y_frames.reshape(n_frames, per, _HOP)
     for k in range(per):
         blocks[k:k + n_frames] += yb[:, k, :]
-    y = blocks.reshape(-1)[pad:pad + num_samples] / 2.0   # Hann at 75 % overlap sums to 2
+    y = blocks.reshape(-1)[pad:pad + num_samples] * (_HOP * 2.0 / _WIN)   # Hann OLA gain
 
     ctrl = dict(t=t_ctrl, voiced=voiced, jaw=jaw, f0=f0_ctrl, weights=weights)
     return y, ctrl
@@ -467,12 +472,13 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
 
 def _background_noise(num_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Coloured stationary noise (spectral slope between white and brown) plus a faint hum."""
-    white = rng.normal(0.0, 1.0, num_samples)
-    spec = np.fft.rfft(white)
-    f = np.fft.rfftfreq(num_samples, 1.0 / SAMPLE_RATE)
+    n_fft = scipy.fft.next_fast_len(num_samples, real=True)
+    white = rng.normal(0.0, 1.0, n_fft)
+    spec = scipy.fft.rfft(white)
+    f = np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE)
     slope = rng.uniform(0.0, 1.6)
     spec *= 1.0 / np.maximum(f, 50.0) ** (slope / 2.0)
-    n = np.fft.irfft(spec, n=num_samples)
+    n = scipy.fft.irfft(spec, n=n_fft)[:num_samples]
     n /= np.std(n) + 1e-12
     if rng.random() < 0.3:
         hz = 50.0 if rng.random() < 0.5 else 60.0
@@ -507,26 +513,29 @@ def _face_expression(face_w: np.ndarray) -> dict:
 
 
 def render_faces(face: tuple, expr: dict, talk: np.ndarray, rng: np.random.Generator,
-                 size: int = 48, noise_std: float = 5.0) -> np.ndarray:
+                 size: int = 48, noise_std: float = 5.0, pose_jitter: float = 1.0) -> np.ndarray:
     """Renders [F, size, size] uint8 grey faces, vectorised over frames and pixels.
 
     face: speaker appearance (see _FACE_KEYS); expr: [F] arrays (see _FACE keys); talk: [F] extra
-    mouth opening from the speech at each frame's instant.
+    mouth opening from the speech at each frame's instant. pose_jitter scales the random head pose
+    (0: frontal, centred, unit scale). Pixel (i, j) samples face coordinates x = (2 (j + 0.5) / size - 1)
+    * 0.9, y likewise from i (y points down; the head ellipse is centred near (0, 0.02)).
     """
     p = dict(zip(_FACE_KEYS, face))
     nf = talk.shape[0]
     px = 2.0 / size
-    g = (np.arange(size) + 0.5) * px - 1.0
+    g = ((np.arange(size) + 0.5) * px - 1.0) * 0.9   # zoom: the head fills most of the crop
     gy, gx = np.meshgrid(g, g, indexing="ij")
 
     def col(v):
         return np.asarray(v, dtype=np.float64).reshape(-1, 1, 1)
 
     # Pose: smooth random shift / rotation / scale per frame.
-    dx = col(_ar1(rng, nf, 0.8, 0.04) + rng.normal(0, 0.03))
-    dy = col(_ar1(rng, nf, 0.8, 0.035) + rng.normal(0, 0.03))
-    rot = col(np.deg2rad(_ar1(rng, nf, 0.8, 4.0) + rng.normal(0, 2.0)))
-    scale = col(np.exp(_ar1(rng, nf, 0.8, 0.03) + rng.normal(0, 0.04)))
+    pj = float(pose_jitter)
+    dx = col(pj * (_ar1(rng, nf, 0.8, 0.04) + rng.normal(0, 0.03)))
+    dy = col(pj * (_ar1(rng, nf, 0.8, 0.035) + rng.normal(0, 0.03)))
+    rot = col(pj * np.deg2rad(_ar1(rng, nf, 0.8, 4.0) + rng.normal(0, 2.0)))
+    scale = col(np.exp(pj * (_ar1(rng, nf, 0.8, 0.03) + rng.normal(0, 0.04))))
     cr, sr_ = np.cos(rot), np.sin(rot)
     x0, y0 = gx[None] - dx, gy[None] - dy
     x = (cr * x0 + sr_ * y0) / scale
@@ -695,9 +704,9 @@ def generate_track_with_latents(speaker: Speaker, track_index: int, split: int,
         wave *= 0.85 / peak
     audio = np.rint(wave * 32767.0).astype(np.int16)
 
-    video = track_index // 4
+    video, utt = divmod(track_index, TRACKS_PER_VIDEO)
     track = {
-        "track_id": f"{speaker.identity}/v{video:03d}/{track_index % 4 + 1:05d}",
+        "track_id": f"{speaker.identity}/v{video:03d}/{utt + 1:05d}",
         "identity": speaker.identity,
         "split": int(split),
         "audio": audio,
@@ -712,6 +721,12 @@ def generate_track_with_latents(speaker: Speaker, track_index: int, split: int,
         "ctrl_weights": ctrl["weights"], "episodes": eps, "snr_db": snr,
     }
     return track, latents
+
+
+def track_index_from_id(track_id: str) -> int:
+    """Inverse of the track_id naming: 'syn00012/v003/00002' -> 3 * TRACKS_PER_VIDEO + 1."""
+    _, video, utt = track_id.split("/")
+    return int(video[1:]) * TRACKS_PER_VIDEO + int(utt) - 1
 
 
 def generate_track(speaker: Speaker, track_index: int, split: int, rng: np.random.Generator,

@@ -18,9 +18,38 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 # N(0, 2 / fan_in): untruncated normal, as MatConvNet's `randn * sqrt(2 / (h w cin))`.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "slices"):
+    """Max pooling over H, W of NHWC `x`, no padding, output size rounded down.
+
+    impl='slices' takes the maximum of the window's kh*kw strided slices. The forward values are
+    those of `reduce_window`; so are the gradients, except that a tie inside a window shares the
+    gradient instead of giving it all to one element. It exists because XLA:CPU differentiates
+    `reduce_window` max through select-and-scatter, which measured 7x slower than this whole
+    pooling layer's forward + backward (see BENCHMARKS.md); the strided slices' transposes are
+    plain pads that fuse. impl='reduce_window' is flax's `nn.max_pool`.
+    """
+    if impl == "reduce_window":
+        return nn.max_pool(x, window, strides)
+    if impl != "slices":
+        raise ValueError(f"unknown max-pool implementation {impl!r} (use 'slices' or 'reduce_window')")
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = window, strides
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"max_pool window {window} does not fit input of size {(h, w)}")
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            part = lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
+                             (1, sh, sw, 1))
+            out = part if out is None else jnp.maximum(out, part)
+    return out
 
 
 class ConvBNReLU(nn.Module):
@@ -56,6 +85,8 @@ class Student(nn.Module):
       num_classes: logits out (8 emotions, cmemo_jax.constants.EMOTIONS order).
       dtype: compute dtype (float32, or bfloat16 for mixed precision); parameters and
         batch-norm statistics stay float32.
+      pool_impl: how max pooling is computed ('slices' or 'reduce_window'; same values, see
+        `max_pool`), an implementation choice that does not change the parameters.
     """
 
     conv_features: Sequence[int] = (96, 256, 256, 256, 256)
@@ -65,6 +96,7 @@ class Student(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    pool_impl: str = "slices"
 
     def features(self, spectrogram, train: bool = False):
         """Embedding before fc8: `[batch, freq, time]` -> `[batch, fc7_features]`."""
@@ -74,16 +106,16 @@ class Student(nn.Module):
         block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         x = spectrogram[..., None].astype(self.dtype)  # NHWC: H = frequency, W = time.
         x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", **block)(x, train)
-        x = nn.max_pool(x, (3, 3), (2, 2))
+        x = max_pool(x, (3, 3), (2, 2), self.pool_impl)
         x = ConvBNReLU(c2, (5, 5), (2, 2), ((1, 1), (1, 1)), name="conv2", **block)(x, train)
-        x = nn.max_pool(x, (3, 3), (2, 2))
+        x = max_pool(x, (3, 3), (2, 2), self.pool_impl)
         x = ConvBNReLU(c3, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv3", **block)(x, train)
         x = ConvBNReLU(c4, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv4", **block)(x, train)
         x = ConvBNReLU(c5, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv5", **block)(x, train)
-        x = nn.max_pool(x, (5, 3), (3, 2))
+        x = max_pool(x, (5, 3), (3, 2), self.pool_impl)
         if x.shape[1] != 9 or x.shape[2] < 1:
             raise ValueError(
-                f"Student needs 512 frequency bins and >= 33 frames (got spectrogram {spectrogram.shape}, "
+                f"Student needs 512 frequency bins and >= 65 frames (got spectrogram {spectrogram.shape}, "
                 f"mpool5 output {x.shape[1:3]}); the 9x1 fc6 spans the 9 pooled frequency rows")
         # fc6: a 9x1 conv over the whole pooled frequency axis, one output per time step.
         x = ConvBNReLU(self.fc6_features, (9, 1), name="fc6", **block)(x, train)

@@ -1,0 +1,1 @@
+"""Dataset formats and input pipelines. Modules import TensorFlow lazily, only where needed."""
