@@ -66,7 +66,7 @@ def make_train_step(task, tx: optax.GradientTransformation, mesh, lr_schedule=No
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         if lr_schedule is not None:
             metrics["learning_rate"] = lr_schedule(state.step)
         new_state = TrainState(step=state.step + 1, params=params, batch_stats=new_stats,

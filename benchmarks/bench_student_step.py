@@ -1,0 +1,437 @@
+"""Student train-step throughput: our jitted JAX step vs PyTorch (eager NCHW, channels_last, compile).
+
+Full-size student (configs/student.py), 4.024 s crops -> [B, 512, 400] spectrograms. Measured with
+device-resident inputs, interleaved rounds (every variant once per round), median over rounds:
+
+  jax:step        our whole jitted train step (cmemo_jax.train.step.make_train_step + StudentObjective):
+                  int16 audio -> dithered spectrogram -> Student -> masked max-pool of teacher logits ->
+                  distillation loss -> SGD momentum + weight decay (optax); state donated
+  jax:model-step  model-only train step on a precomputed float32 spectrogram and precomputed teacher
+                  targets (same model, loss and optimizer), jitted, donated
+  jax:forward     forward only (eval mode, jitted) on precomputed spectrograms
+  torch:*         benchmarks/torch_student.py TorchStudent on the same precomputed spectrograms:
+                  train = forward + distillation_loss_torch + backward + torch.optim.SGD(momentum 0.9,
+                  weight_decay 5e-4); fwd = eval + torch.inference_mode; variants eager NCHW, eager
+                  channels_last, torch.compile (NCHW). --dtype bfloat16 runs them under torch.autocast.
+  matmul:*        dense fp32 (or --dtype) square matmul rate of this machine in the same run
+                  (jnp.dot jitted, and torch.mm for reference)
+
+Also reports XLA's FLOP count per step (compiled.cost_analysis()), the achieved GFLOP/s and its share
+of the measured matmul rate; on a GPU, MFU against --peak_tflops (default 989 = H100/H200 bf16
+dense), an optional --sweep of batch sizes (JAX variants only) and the time of the paper's
+50-epoch run on 118.5k tracks at the measured rate.
+
+This script imports no TensorFlow (the GPU machine has none).
+
+  python benchmarks/bench_student_step.py [--batch_size 16] [--dtype float32|bfloat16]
+      [--override model.pool_impl=reduce_window ...] [--repeats 5] [--warmup 2] [--no_compile]
+      [--no_torch] [--sweep 64,128,256] [--peak_tflops 989] [--out result.json]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Without preallocation JAX and PyTorch can share one GPU; no effect on CPU.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import _common  # noqa: E402
+
+PAPER_EPOCHS, PAPER_TRACKS = 50, 118_500
+H100_BF16_DENSE_TFLOPS = 989.0
+
+
+# ---------------------------------------------------------------------------------------------- jax
+
+def build_config(args, batch_size: int):
+    config = _common.load_config("student")
+    _common.apply_overrides(config, args.override)
+    config.batch_size = int(batch_size)
+    config.model.dtype = args.dtype
+    return config
+
+
+def jax_variants(config, batch_size: int, which=("step", "model-step", "forward")) -> tuple[dict, dict, dict]:
+    """Compiled JAX variants at one batch size.
+
+    Returns (runners {name: fn()}, flops {name: per call or None}, extras) where extras holds the
+    precomputed spectrogram and teacher targets as NumPy (the PyTorch peers use the same inputs).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from cmemo_jax import losses
+    from cmemo_jax.train import sharding as sharding_lib
+    from cmemo_jax.train import step as step_lib
+    from cmemo_jax.train.state import make_optimizer
+
+    objective = _common.make_objective(config)
+    mesh = sharding_lib.make_mesh()
+    sharding_lib.check_batch_size(batch_size, mesh)
+    tx = make_optimizer(config.optim, total_steps=100_000)
+    host = objective.random_batch(np.random.default_rng(0), batch_size)
+    batch = sharding_lib.device_batch(host, mesh)
+    base_rng = jax.random.PRNGKey(0)
+    state = step_lib.init_state(objective, tx, jax.random.PRNGKey(1), objective.example_batch(batch_size), mesh)
+
+    # Precomputed inputs of the model-only variants: the dither-free spectrogram and pooled targets.
+    spec = jax.jit(lambda b: objective.model_inputs(b, None, train=False))(batch)
+    targets = jax.jit(objective.teacher_targets)(batch)
+    spec, targets = jax.block_until_ready((spec, targets))
+    model, temperature = objective.model, float(config.loss.temperature)
+    loss_fn = losses.get_loss(config.loss.name)
+
+    runners, flops = {}, {}
+    # Copies for the model-only variants: the whole step donates (consumes) `state`.
+    carry = jax.tree.map(jnp.copy, (state.params, state.batch_stats, state.opt_state))
+    fwd_vars = jax.tree.map(jnp.copy, {"params": state.params, "batch_stats": state.batch_stats})
+
+    if "step" in which:
+        train_step = step_lib.make_train_step(objective, tx, mesh)
+        compiled = train_step.lower(state, batch, base_rng).compile()
+        flops["jax:step"] = _common.cost_flops(compiled)
+        box = {"state": state}
+
+        def run_step():
+            box["state"], metrics = compiled(box["state"], batch, base_rng)
+            jax.block_until_ready(metrics["loss"])
+
+        runners["jax:step"] = run_step
+
+    if "model-step" in which:
+        def model_step(carry, x, t):
+            params, stats, opt_state = carry
+
+            def loss_of(p):
+                out, upd = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                       mutable=["batch_stats"])
+                return jnp.mean(loss_fn(out, t, temperature=temperature)), upd["batch_stats"]
+
+            (loss, new_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+
+        compiled_m = jax.jit(model_step, donate_argnums=(0,)).lower(carry, spec, targets).compile()
+        flops["jax:model-step"] = _common.cost_flops(compiled_m)
+        mbox = {"carry": carry}
+
+        def run_model_step():
+            mbox["carry"], loss = compiled_m(mbox["carry"], spec, targets)
+            jax.block_until_ready(loss)
+
+        runners["jax:model-step"] = run_model_step
+
+    if "forward" in which:
+        compiled_f = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(fwd_vars, spec).compile()
+        flops["jax:forward"] = _common.cost_flops(compiled_f)
+        runners["jax:forward"] = lambda: jax.block_until_ready(compiled_f(fwd_vars, spec))
+
+    extras = {"spectrogram": np.asarray(spec), "targets": np.asarray(targets), "objective": objective}
+    return runners, flops, extras
+
+
+def count_params(config) -> int:
+    import jax
+
+    objective = _common.make_objective(config)
+    shapes = jax.eval_shape(lambda: objective.model.init(
+        jax.random.PRNGKey(0), jax.numpy.zeros((1, 512, 400), jax.numpy.float32), train=False))
+    return int(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes["params"])))
+
+
+# -------------------------------------------------------------------------------------------- torch
+
+def torch_variants(objective, spectrogram, targets, args, use_cuda: bool) -> tuple[dict, dict]:
+    """PyTorch train / forward variants on the same inputs. Returns (runners, skipped {name: why})."""
+    import contextlib
+
+    import torch
+
+    from benchmarks.torch_student import TorchStudent, distillation_loss_torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    device = torch.device("cuda" if use_cuda else "cpu")
+    sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+    m = objective.model
+    kwargs = dict(conv_features=tuple(m.conv_features), fc6_features=m.fc6_features,
+                  fc7_features=m.fc7_features, num_classes=m.num_classes)
+    temperature = float(objective.config.loss.temperature)
+    x = torch.from_numpy(np.ascontiguousarray(spectrogram)).to(device)
+    t = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
+
+    def autocast():
+        if args.dtype == "bfloat16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    layouts = {"eager": None, "channels_last": torch.channels_last}
+    if not args.no_compile:
+        layouts["compile"] = None
+
+    runners, skipped = {}, {}
+    for layout, fmt in layouts.items():
+        # Train variant: its own model and optimizer.
+        model = TorchStudent(**kwargs).to(device)
+        if fmt is not None:
+            model = model.to(memory_format=fmt)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+        net = torch.compile(model) if layout == "compile" else model
+
+        def train(net=net, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                out = net(x)
+            loss = distillation_loss_torch(out, t, T=temperature)
+            loss.backward()
+            opt.step()
+            sync()
+
+        # Forward variant: a separate model in eval mode.
+        fmodel = TorchStudent(**kwargs).to(device)
+        if fmt is not None:
+            fmodel = fmodel.to(memory_format=fmt)
+        fmodel.eval()
+        fnet = torch.compile(fmodel) if layout == "compile" else fmodel
+
+        def forward(fnet=fnet):
+            with torch.inference_mode(), autocast():
+                fnet(x)
+            sync()
+
+        for kind, fn in (("train", train), ("fwd", forward)):
+            name = f"torch:{kind}:{layout}"
+            try:
+                fn()  # compiles torch.compile variants; any failure is reported, not fatal
+                runners[name] = fn
+            except Exception as e:  # noqa: BLE001
+                skipped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                print(f"skipped: {name}: {skipped[name]}", flush=True)
+    return runners, skipped
+
+
+# ------------------------------------------------------------------------------------------- matmul
+
+def matmul_variants(n: int, dtype: str, use_torch: bool, use_cuda: bool, inner: int) -> tuple[dict, float]:
+    """Square n x n x n matmul runners (each call runs `inner` matmuls); returns (runners, flops per call)."""
+    import jax
+    import jax.numpy as jnp
+
+    jdt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    rng = np.random.default_rng(0)
+    a = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), jdt))
+    b = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), jdt))
+    dot = jax.jit(jnp.dot)
+
+    def run_jax():
+        out = None
+        for _ in range(inner):
+            out = dot(a, b)
+        out.block_until_ready()
+
+    runners = {"matmul:jax": run_jax}
+    if use_torch:
+        try:
+            import torch
+
+            device = torch.device("cuda" if use_cuda else "cpu")
+            tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+            ta = torch.from_numpy(np.asarray(a, np.float32)).to(device=device, dtype=tdt)
+            tb = torch.from_numpy(np.asarray(b, np.float32)).to(device=device, dtype=tdt)
+            sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+
+            def run_torch():
+                for _ in range(inner):
+                    torch.mm(ta, tb)
+                sync()
+
+            runners["matmul:torch"] = run_torch
+        except Exception as e:  # noqa: BLE001
+            print(f"skipped: matmul:torch: {type(e).__name__}: {e}")
+    return runners, 2.0 * n ** 3 * inner
+
+
+# --------------------------------------------------------------------------------------------- main
+
+def default_peak_tflops(device_kind: str) -> float | None:
+    kind = device_kind.upper()
+    if "H100" in kind or "H200" in kind:   # GH100: 989 TFLOP/s bf16 dense (SXM)
+        return H100_BF16_DENSE_TFLOPS
+    return None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch_size", type=int, default=None, help="default 16 on CPU, 64 on GPU")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype of the model (parameters stay float32)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. model.pool_impl=reduce_window or "
+                        "model.conv_features='(8,16,16,16,16)'; repeatable")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first (default 2)")
+    p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peers")
+    p.add_argument("--no_compile", action="store_true", help="skip the torch.compile variants")
+    p.add_argument("--matmul_size", type=int, default=None, help="square matmul size (default 2048 CPU, 8192 GPU)")
+    p.add_argument("--sweep", default="", help="comma list of batch sizes for a JAX-only batch sweep, e.g. 64,128,256")
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="accelerator peak for MFU (default 989 on H100/H200 = bf16 dense; required on other GPUs)")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    args = p.parse_args(argv)
+
+    import jax
+
+    info = _common.machine_info()
+    _common.print_machine(info)
+    backend = jax.default_backend()
+    on_gpu = backend == "gpu"
+    batch_size = args.batch_size or (64 if on_gpu else 16)
+    peak = args.peak_tflops
+    if on_gpu and peak is None:
+        peak = default_peak_tflops(info["jax_device_kind"])
+        if peak is None:
+            p.error(f"unknown GPU {info['jax_device_kind']!r}: pass --peak_tflops")
+    use_cuda = False
+    if on_gpu and not args.no_torch:
+        try:
+            import torch
+
+            use_cuda = torch.cuda.is_available()
+        except ImportError:
+            pass
+
+    config = build_config(args, batch_size)
+    n_params = count_params(config)
+    print(f"# student {config.model.to_dict()}  params {n_params / 1e6:.2f} M  batch {batch_size}  "
+          f"dtype {args.dtype}  overrides {args.override}")
+
+    print("compiling JAX variants ...", flush=True)
+    runners, flops, extras = jax_variants(config, batch_size)
+    objective = extras["objective"]
+    print(f"  model: {_common.model_description(objective)}")
+    skipped = {}
+    if not args.no_torch:
+        try:
+            t_run, skipped = torch_variants(objective, extras["spectrogram"], extras["targets"], args, use_cuda)
+            runners.update(t_run)
+        except ImportError as e:
+            skipped["torch"] = f"ImportError: {e}"
+            print(f"skipped: torch: {e}")
+    mm_n = args.matmul_size or (8192 if on_gpu else 2048)
+    mm_runners, mm_flops = matmul_variants(mm_n, args.dtype, not args.no_torch and "torch" not in skipped,
+                                           use_cuda, inner=10 if on_gpu else 1)
+    runners.update(mm_runners)
+
+    times = _common.interleaved_times(runners, args.repeats, args.warmup)
+
+    model_flops = flops.get("jax:model-step")
+    fwd_flops = flops.get("jax:forward")
+    mm_rate = mm_flops / _common.median(times["matmul:jax"])
+    results = {}
+    rows = []
+    for name, ts in times.items():
+        med = _common.median(ts)
+        if name.startswith("matmul:"):
+            f, clips = mm_flops, None
+        else:
+            clips = batch_size / med
+            if name.startswith("jax:"):
+                f = flops.get(name)
+            else:   # PyTorch: the same model, counted by XLA for our model-only step / forward
+                f = model_flops if ":train:" in name else fwd_flops
+        gflops = f / med / 1e9 if f else None
+        r = _common.summary(ts)
+        r.update({"clips_per_s": clips, "flops_per_call": f, "achieved_gflops": gflops,
+                  "share_of_jax_matmul": (f / med) / mm_rate if f else None})
+        if on_gpu and f:
+            r["mfu"] = f / med / (peak * 1e12)
+        results[name] = r
+        rows.append([name, clips, med * 1e3, r["min_s"] * 1e3, f / 1e9 if f else None, gflops,
+                     r["share_of_jax_matmul"]] + ([r.get("mfu")] if on_gpu else []))
+    headers = ["variant", "clips/s", "median ms", "min ms", "GFLOP/call", "GFLOP/s", "of matmul"]
+    if on_gpu:
+        headers.append(f"MFU@{peak:g}T")
+    _common.print_table(headers, rows, title=(
+        f"Student, batch {batch_size}, {args.dtype}, median of {args.repeats} interleaved rounds "
+        f"(matmul {mm_n}^3; 'of matmul' = achieved FLOP/s / jnp.dot FLOP/s; torch FLOPs = XLA's count "
+        f"of the same model)"))
+
+    # Ratios against the fastest PyTorch variants (by median time).
+    ratios = {}
+    torch_train = {n: t for n, t in times.items() if n.startswith("torch:train:")}
+    torch_fwd = {n: t for n, t in times.items() if n.startswith("torch:fwd:")}
+    lines = []
+    if torch_train:
+        best = min(torch_train, key=lambda n: _common.median(torch_train[n]))
+        for ours in ("jax:step", "jax:model-step"):
+            ratios[f"{ours} vs {best}"] = _common.median_ratio(torch_train[best], times[ours])
+    if torch_fwd:
+        best_f = min(torch_fwd, key=lambda n: _common.median(torch_fwd[n]))
+        ratios[f"jax:forward vs {best_f}"] = _common.median_ratio(torch_fwd[best_f], times["jax:forward"])
+    for k, v in ratios.items():
+        lines.append([k, v])
+    if lines:
+        _common.print_table(["ours vs fastest PyTorch (median over rounds of t_torch / t_ours)", "speed ratio"],
+                            lines, title="Speed of ours relative to the fastest PyTorch variant (> 1: ours faster)")
+
+    step_rate = batch_size / _common.median(times["jax:step"])
+    paper_s = PAPER_EPOCHS * PAPER_TRACKS / step_rate
+    print(f"\nFLOPs per clip (whole train step, XLA): "
+          f"{(flops['jax:step'] or float('nan')) / batch_size / 1e9:.2f} G; "
+          f"matmul {mm_n}^3 {args.dtype}: jax {mm_rate / 1e9:,.0f} GFLOP/s"
+          + (f", torch {mm_flops / _common.median(times['matmul:torch']) / 1e9:,.0f} GFLOP/s"
+             if "matmul:torch" in times else ""))
+    print(f"Paper run ({PAPER_EPOCHS} epochs x {PAPER_TRACKS:,} tracks) at {step_rate:,.1f} clips/s "
+          f"(jax:step): {paper_s / 3600:,.2f} h")
+
+    sweep = []
+    if args.sweep:
+        sizes = [int(s) for s in args.sweep.split(",") if s.strip()]
+        print(f"\nbatch sweep {sizes} (JAX variants only) ...", flush=True)
+        for b in sizes:
+            cfg_b = build_config(args, b)
+            s_runners, s_flops, _ = jax_variants(cfg_b, b)
+            s_times = _common.interleaved_times(s_runners, args.repeats, args.warmup, verbose=False)
+            entry = {"batch_size": b}
+            for name, ts in s_times.items():
+                med = _common.median(ts)
+                f = s_flops.get(name)
+                entry[name] = {**_common.summary(ts, work=b), "flops_per_call": f,
+                               "achieved_tflops": f / med / 1e12 if f else None,
+                               "mfu": f / med / (peak * 1e12) if (f and peak) else None}
+            entry["paper_run_hours"] = PAPER_EPOCHS * PAPER_TRACKS / entry["jax:step"]["rate_per_s"] / 3600
+            sweep.append(entry)
+            del s_runners
+        srows = []
+        for e in sweep:
+            srows.append([e["batch_size"]] + [x for n in ("jax:step", "jax:model-step", "jax:forward")
+                                               for x in (e[n]["rate_per_s"], e[n]["achieved_tflops"], e[n]["mfu"])]
+                         + [e["paper_run_hours"]])
+        _common.print_table(
+            ["batch", "step clips/s", "TFLOP/s", "MFU", "model clips/s", "TFLOP/s", "MFU", "fwd clips/s",
+             "TFLOP/s", "MFU", "paper run h"], srows,
+            title=f"Batch sweep, {args.dtype}, MFU against {peak} TFLOP/s" if peak else "Batch sweep")
+
+    _common.write_json(args.out, {
+        "benchmark": "student_step", "machine": info, "args": vars(args), "batch_size": batch_size,
+        "model": _common.model_description(objective), "num_params": n_params,
+        "config_model": config.model.to_dict(), "peak_tflops": peak,
+        "matmul": {"n": mm_n, "dtype": args.dtype, "jax_gflops": mm_rate / 1e9,
+                   "torch_gflops": (mm_flops / _common.median(times["matmul:torch"]) / 1e9
+                                    if "matmul:torch" in times else None)},
+        "flops_per_clip_step": flops["jax:step"] / batch_size if flops.get("jax:step") else None,
+        "results": results, "ratios_vs_fastest_torch": ratios, "skipped": skipped,
+        "paper_run": {"epochs": PAPER_EPOCHS, "tracks": PAPER_TRACKS, "clips_per_s": step_rate,
+                      "hours": paper_s / 3600},
+        "sweep": sweep,
+    })
+
+
+if __name__ == "__main__":
+    main()
