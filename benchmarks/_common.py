@@ -119,12 +119,15 @@ def print_machine(info: dict) -> None:
 # ------------------------------------------------------------------------------------------ timing
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                      verbose: bool = True) -> dict[str, list[float]]:
+                      verbose: bool = True, pause: float = 0.0) -> dict[str, list[float]]:
     """Runs each callable `warmup` times, then `repeats` rounds of one call of each, in turn.
 
     Every callable must do one unit of work and block until it is finished (block_until_ready,
     torch.cuda.synchronize, ...). Interleaving spreads slow drifts of the machine (other load, clock
     changes) over all candidates instead of penalising whichever ran during them.
+    `pause` seconds of sleep before each timed call let the previous variant's thread pools (XLA's,
+    TensorFlow's and OpenMP's workers spin-wait after work) go idle, so they do not steal cores from
+    the next one on a small machine.
     Returns {name: [seconds per round]}.
     """
     for name, fn in fns.items():
@@ -135,6 +138,8 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, war
     times = {name: [] for name in fns}
     for r in range(repeats):
         for name, fn in fns.items():
+            if pause > 0:
+                time.sleep(pause)
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

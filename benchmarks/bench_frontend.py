@@ -3,12 +3,13 @@
 One batch of 64 clips of 4.024 s (64,384 samples, speech-like noise, float32 in [-1, 1]) -> the
 normalised [64, 512, 400] spectrogram, computed by:
 
-  ours-fft      cmemo_jax.audio.spectrogram(dft='fft'), jitted, device-resident input
+  ours-fft      cmemo_jax.audio.spectrogram(dft='fft'), jitted, device-resident input (ours' timing
+                includes no host transfer; the NumPy-based peers start from host memory, where their input is)
   ours-matmul   cmemo_jax.audio.spectrogram(dft='matmul') (the DFT as a [400, 512] matmul)
   librosa       scipy.signal.lfilter DC removal, pre-emphasis, librosa.stft, |.|, per-bin mean/std
   numpy         the same with strided framing + numpy.fft.rfft
   tf.signal     the same in TensorFlow (tf.function, jit_compile=False), tf.signal.stft
-  torch.stft    the same in PyTorch, torch.stft
+  torch.stft    the same in PyTorch, torch.stft (on the GPU when JAX runs on one)
 
 Every peer does the whole recipe of cmemo_jax/audio/frontend.py: x * 2**15, DC removal
 y[n] = x[n] - x[n-1] + 0.99 y[n-1], pre-emphasis 0.97, 400-sample symmetric Hamming frames with hop
@@ -20,7 +21,7 @@ truncated at 2048 taps (0.99**2048 ~ 1e-9, exact to float32). librosa.stft and t
 exactly the samples ours frames. A peer whose import fails is skipped. Each peer's output is checked
 against ours (max |difference| in normalised units), so the comparison is between equal results.
 
-  python benchmarks/bench_frontend.py [--repeats 7] [--warmup 2] [--batch 64] [--out result.json]
+  python benchmarks/bench_frontend.py [--repeats 7] [--warmup 2] [--batch 64] [--pause 0.5] [--out result.json]
 """
 from __future__ import annotations
 
@@ -156,14 +157,19 @@ def make_tf(x_np):
 
 
 def make_torch(x_np):
+    import jax
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    h = torch.tensor(_dc_impulse_response(), dtype=torch.float32)
+    # On a GPU machine PyTorch runs on the GPU too, like ours.
+    use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+    h = torch.tensor(_dc_impulse_response(), dtype=torch.float32, device=device)
     n_conv = 1 << int(np.ceil(np.log2(SAMPLES + DC_TAPS - 1)))
     h_f = torch.fft.rfft(h, n=n_conv)
-    window = torch.hamming_window(WIN, periodic=False, dtype=torch.float32)
-    x = torch.from_numpy(x_np)
+    window = torch.hamming_window(WIN, periodic=False, dtype=torch.float32, device=device)
+    x = torch.from_numpy(x_np).to(device)
 
     def compute():
         with torch.inference_mode():
@@ -178,9 +184,10 @@ def make_torch(x_np):
             std = mag.std(dim=-1, keepdim=True)   # unbiased (N - 1)
             norm = (mag - mean) / (std + EPS)
             full = torch.cat([norm, torch.flip(norm[:, 1:HALF - 1], dims=[1])], dim=1)
-            return full.numpy()
+            sync()
+            return full
 
-    return compute, compute
+    return compute, lambda: compute().cpu().numpy()
 
 
 PEERS = {"librosa": make_librosa, "numpy": make_numpy, "tf.signal": make_tf, "torch.stft": make_torch}
@@ -191,6 +198,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64, help="clips per batch (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first (default 2)")
+    p.add_argument("--pause", type=float, default=0.5,
+                   help="seconds of idle before each timed call, so other runtimes' spinning threads settle (default 0.5)")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list of peers (default all: {','.join(PEERS)})")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     args = p.parse_args(argv)
@@ -224,7 +233,7 @@ def main(argv=None):
             print(f"skipped: {name}: {skipped[name]}")
             runners.pop(name, None)
 
-    times = _common.interleaved_times(runners, args.repeats, args.warmup)
+    times = _common.interleaved_times(runners, args.repeats, args.warmup, pause=args.pause)
     res = {name: _common.summary(t, work=args.batch) for name, t in times.items()}
     ours = times["ours-fft"]
     rows = []

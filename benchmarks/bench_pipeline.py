@@ -228,7 +228,7 @@ def main(argv=None):
              [f"steady: {args.batches} batches of {args.batch_size}, examples/s", pipe["steady_examples_per_s"]],
              ["steady: int16 audio MB/s", pipe["steady_audio_mb_per_s"]],
              ["batch ms median / max", f"{pipe['batch_ms_median']:.1f} / {pipe['batch_ms_max']:.1f}"],
-             [f"audio per batch (MB)", crop_mb]],
+             ["audio per batch (MB)", crop_mb]],
             title=f"Input pipeline, batch {args.batch_size} x 4.024 s crops")
         step = None
         if not args.no_step:

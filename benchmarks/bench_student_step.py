@@ -25,7 +25,7 @@ This script imports no TensorFlow (the GPU machine has none).
 
   python benchmarks/bench_student_step.py [--batch_size 16] [--dtype float32|bfloat16]
       [--override model.pool_impl=reduce_window ...] [--repeats 5] [--warmup 2] [--no_compile]
-      [--no_torch] [--sweep 64,128,256] [--peak_tflops 989] [--out result.json]
+      [--no_torch] [--sweep 64,128,256] [--peak_tflops 989] [--pause 0.5] [--out result.json]
 """
 from __future__ import annotations
 
@@ -162,8 +162,8 @@ def torch_variants(objective, spectrogram, targets, args, use_cuda: bool) -> tup
     kwargs = dict(conv_features=tuple(m.conv_features), fc6_features=m.fc6_features,
                   fc7_features=m.fc7_features, num_classes=m.num_classes)
     temperature = float(objective.config.loss.temperature)
-    x = torch.from_numpy(np.ascontiguousarray(spectrogram)).to(device)
-    t = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
+    x = torch.from_numpy(np.array(spectrogram, dtype=np.float32)).to(device)
+    t = torch.from_numpy(np.array(targets, dtype=np.float32)).to(device)
 
     def autocast():
         if args.dtype == "bfloat16":
@@ -218,42 +218,47 @@ def torch_variants(objective, spectrogram, targets, args, use_cuda: bool) -> tup
 
 # ------------------------------------------------------------------------------------------- matmul
 
-def matmul_variants(n: int, dtype: str, use_torch: bool, use_cuda: bool, inner: int) -> tuple[dict, float]:
-    """Square n x n x n matmul runners (each call runs `inner` matmuls); returns (runners, flops per call)."""
+def matmul_variants(n: int, dtypes, use_torch: bool, use_cuda: bool, inner: int) -> tuple[dict, float]:
+    """Square n x n x n matmul runners per dtype (each call runs `inner` matmuls).
+
+    Names 'matmul:jax:<dtype>' and 'matmul:torch:<dtype>'. Returns (runners, flops per call).
+    """
     import jax
     import jax.numpy as jnp
 
-    jdt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     rng = np.random.default_rng(0)
-    a = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), jdt))
-    b = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), jdt))
+    a_np, b_np = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
     dot = jax.jit(jnp.dot)
+    runners = {}
+    for dtype in dtypes:
+        jdt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+        a, b = jax.device_put(jnp.asarray(a_np, jdt)), jax.device_put(jnp.asarray(b_np, jdt))
 
-    def run_jax():
-        out = None
-        for _ in range(inner):
-            out = dot(a, b)
-        out.block_until_ready()
+        def run_jax(a=a, b=b):
+            out = None
+            for _ in range(inner):
+                out = dot(a, b)
+            out.block_until_ready()
 
-    runners = {"matmul:jax": run_jax}
-    if use_torch:
-        try:
-            import torch
+        runners[f"matmul:jax:{dtype}"] = run_jax
+        if use_torch:
+            try:
+                import torch
 
-            device = torch.device("cuda" if use_cuda else "cpu")
-            tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-            ta = torch.from_numpy(np.asarray(a, np.float32)).to(device=device, dtype=tdt)
-            tb = torch.from_numpy(np.asarray(b, np.float32)).to(device=device, dtype=tdt)
-            sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+                device = torch.device("cuda" if use_cuda else "cpu")
+                tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+                ta = torch.from_numpy(a_np).to(device=device, dtype=tdt)
+                tb = torch.from_numpy(b_np).to(device=device, dtype=tdt)
+                sync = torch.cuda.synchronize if use_cuda else (lambda: None)
 
-            def run_torch():
-                for _ in range(inner):
-                    torch.mm(ta, tb)
-                sync()
+                def run_torch(ta=ta, tb=tb, sync=sync):
+                    for _ in range(inner):
+                        torch.mm(ta, tb)
+                    sync()
 
-            runners["matmul:torch"] = run_torch
-        except Exception as e:  # noqa: BLE001
-            print(f"skipped: matmul:torch: {type(e).__name__}: {e}")
+                runners[f"matmul:torch:{dtype}"] = run_torch
+            except Exception as e:  # noqa: BLE001
+                print(f"skipped: matmul:torch:{dtype}: {type(e).__name__}: {e}")
     return runners, 2.0 * n ** 3 * inner
 
 
@@ -276,12 +281,16 @@ def main(argv=None):
                         "model.conv_features='(8,16,16,16,16)'; repeatable")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first (default 2)")
+    p.add_argument("--pause", type=float, default=0.5,
+                   help="seconds of idle before each timed call, so the other runtime's spinning threads settle "
+                        "(default 0.5)")
     p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peers")
     p.add_argument("--no_compile", action="store_true", help="skip the torch.compile variants")
     p.add_argument("--matmul_size", type=int, default=None, help="square matmul size (default 2048 CPU, 8192 GPU)")
     p.add_argument("--sweep", default="", help="comma list of batch sizes for a JAX-only batch sweep, e.g. 64,128,256")
     p.add_argument("--peak_tflops", type=float, default=None,
-                   help="accelerator peak for MFU (default 989 on H100/H200 = bf16 dense; required on other GPUs)")
+                   help="accelerator peak TFLOP/s for MFU (default on GPU: 989 on H100/H200 = bf16 dense, required "
+                        "on other GPUs; optional on CPU)")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     args = p.parse_args(argv)
 
@@ -324,15 +333,18 @@ def main(argv=None):
             skipped["torch"] = f"ImportError: {e}"
             print(f"skipped: torch: {e}")
     mm_n = args.matmul_size or (8192 if on_gpu else 2048)
-    mm_runners, mm_flops = matmul_variants(mm_n, args.dtype, not args.no_torch and "torch" not in skipped,
+    mm_dtypes = ("float32",) if args.dtype == "float32" else ("float32", args.dtype)
+    mm_runners, mm_flops = matmul_variants(mm_n, mm_dtypes, not args.no_torch and "torch" not in skipped,
                                            use_cuda, inner=10 if on_gpu else 1)
     runners.update(mm_runners)
 
-    times = _common.interleaved_times(runners, args.repeats, args.warmup)
+    times = _common.interleaved_times(runners, args.repeats, args.warmup, pause=args.pause)
 
     model_flops = flops.get("jax:model-step")
     fwd_flops = flops.get("jax:forward")
-    mm_rate = mm_flops / _common.median(times["matmul:jax"])
+    # Shares are of the jnp.dot rate in the run's compute dtype.
+    mm_rates = {n: mm_flops / _common.median(t) for n, t in times.items() if n.startswith("matmul:")}
+    mm_rate = mm_rates[f"matmul:jax:{args.dtype}"]
     results = {}
     rows = []
     for name, ts in times.items():
@@ -349,44 +361,42 @@ def main(argv=None):
         r = _common.summary(ts)
         r.update({"clips_per_s": clips, "flops_per_call": f, "achieved_gflops": gflops,
                   "share_of_jax_matmul": (f / med) / mm_rate if f else None})
-        if on_gpu and f:
+        if peak and f:
             r["mfu"] = f / med / (peak * 1e12)
         results[name] = r
         rows.append([name, clips, med * 1e3, r["min_s"] * 1e3, f / 1e9 if f else None, gflops,
-                     r["share_of_jax_matmul"]] + ([r.get("mfu")] if on_gpu else []))
+                     r["share_of_jax_matmul"]] + ([r.get("mfu")] if peak else []))
     headers = ["variant", "clips/s", "median ms", "min ms", "GFLOP/call", "GFLOP/s", "of matmul"]
-    if on_gpu:
+    if peak:
         headers.append(f"MFU@{peak:g}T")
     _common.print_table(headers, rows, title=(
         f"Student, batch {batch_size}, {args.dtype}, median of {args.repeats} interleaved rounds "
-        f"(matmul {mm_n}^3; 'of matmul' = achieved FLOP/s / jnp.dot FLOP/s; torch FLOPs = XLA's count "
+        f"(matmul {mm_n}^3; 'of matmul' = achieved FLOP/s / {args.dtype} jnp.dot FLOP/s; torch FLOPs = XLA's count "
         f"of the same model)"))
 
-    # Ratios against the fastest PyTorch variants (by median time).
+    # Ratios against the fastest PyTorch variants (by median time): {ours: {peer, speed_ratio}}.
     ratios = {}
     torch_train = {n: t for n, t in times.items() if n.startswith("torch:train:")}
     torch_fwd = {n: t for n, t in times.items() if n.startswith("torch:fwd:")}
-    lines = []
     if torch_train:
         best = min(torch_train, key=lambda n: _common.median(torch_train[n]))
         for ours in ("jax:step", "jax:model-step"):
-            ratios[f"{ours} vs {best}"] = _common.median_ratio(torch_train[best], times[ours])
+            ratios[ours] = {"peer": best, "speed_ratio": _common.median_ratio(torch_train[best], times[ours])}
     if torch_fwd:
         best_f = min(torch_fwd, key=lambda n: _common.median(torch_fwd[n]))
-        ratios[f"jax:forward vs {best_f}"] = _common.median_ratio(torch_fwd[best_f], times["jax:forward"])
-    for k, v in ratios.items():
-        lines.append([k, v])
-    if lines:
-        _common.print_table(["ours vs fastest PyTorch (median over rounds of t_torch / t_ours)", "speed ratio"],
-                            lines, title="Speed of ours relative to the fastest PyTorch variant (> 1: ours faster)")
+        ratios["jax:forward"] = {"peer": best_f,
+                                 "speed_ratio": _common.median_ratio(torch_fwd[best_f], times["jax:forward"])}
+    if ratios:
+        _common.print_table(["ours", "fastest PyTorch peer", "speed ratio (ours / peer)"],
+                            [[k, v["peer"], v["speed_ratio"]] for k, v in ratios.items()],
+                            title="Ours relative to the fastest PyTorch variant (median over rounds of t_peer / t_ours; "
+                                  "> 1: ours faster)")
 
     step_rate = batch_size / _common.median(times["jax:step"])
     paper_s = PAPER_EPOCHS * PAPER_TRACKS / step_rate
     print(f"\nFLOPs per clip (whole train step, XLA): "
           f"{(flops['jax:step'] or float('nan')) / batch_size / 1e9:.2f} G; "
-          f"matmul {mm_n}^3 {args.dtype}: jax {mm_rate / 1e9:,.0f} GFLOP/s"
-          + (f", torch {mm_flops / _common.median(times['matmul:torch']) / 1e9:,.0f} GFLOP/s"
-             if "matmul:torch" in times else ""))
+          f"matmul {mm_n}^3: " + ", ".join(f"{n[7:]} {r / 1e9:,.0f} GFLOP/s" for n, r in mm_rates.items()))
     print(f"Paper run ({PAPER_EPOCHS} epochs x {PAPER_TRACKS:,} tracks) at {step_rate:,.1f} clips/s "
           f"(jax:step): {paper_s / 3600:,.2f} h")
 
@@ -397,7 +407,8 @@ def main(argv=None):
         for b in sizes:
             cfg_b = build_config(args, b)
             s_runners, s_flops, _ = jax_variants(cfg_b, b)
-            s_times = _common.interleaved_times(s_runners, args.repeats, args.warmup, verbose=False)
+            s_times = _common.interleaved_times(s_runners, args.repeats, args.warmup, verbose=False,
+                                                  pause=args.pause)
             entry = {"batch_size": b}
             for name, ts in s_times.items():
                 med = _common.median(ts)
@@ -422,9 +433,8 @@ def main(argv=None):
         "benchmark": "student_step", "machine": info, "args": vars(args), "batch_size": batch_size,
         "model": _common.model_description(objective), "num_params": n_params,
         "config_model": config.model.to_dict(), "peak_tflops": peak,
-        "matmul": {"n": mm_n, "dtype": args.dtype, "jax_gflops": mm_rate / 1e9,
-                   "torch_gflops": (mm_flops / _common.median(times["matmul:torch"]) / 1e9
-                                    if "matmul:torch" in times else None)},
+        "matmul": {"n": mm_n, "gflops": {n: r / 1e9 for n, r in mm_rates.items()},
+                   "share_reference": f"matmul:jax:{args.dtype}"},
         "flops_per_clip_step": flops["jax:step"] / batch_size if flops.get("jax:step") else None,
         "results": results, "ratios_vs_fastest_torch": ratios, "skipped": skipped,
         "paper_run": {"epochs": PAPER_EPOCHS, "tracks": PAPER_TRACKS, "clips_per_s": step_rate,

@@ -225,7 +225,8 @@ def test_oracle_logits_follow_rendered_expression(tiny_corpus):
 
 def _mouth_profile(face_params, expr_name, intensity=1.0, size=48):
     """Renders one frontal, noiseless face of an emotion; returns (image, mouth centre row, corner
-    rows): the darkest row of the lip band at the mouth centre and at the two corners."""
+    rows, mouth box): the darkness-weighted mean row of the lip band at the mouth centre and near
+    the two corners."""
     e = constants.EMOTIONS.index(expr_name)
     w = np.zeros((1, constants.NUM_EMOTIONS))
     w[0, e] = intensity if e else 0.0
@@ -239,11 +240,15 @@ def _mouth_profile(face_params, expr_name, intensity=1.0, size=48):
     def row(y):
         return int(np.clip(round(((y / 0.9) + 1.0) * size / 2.0 - 0.5), 0, size - 1))
 
-    r0, r1 = row(p["mouth_y"] - 0.2), row(p["mouth_y"] + 0.2)
+    r0, r1 = row(p["mouth_y"] - 0.14), row(p["mouth_y"] + 0.14)
     band = img[r0:r1]
     mw = p["mouth_w"]
-    centre = r0 + band[:, col(0.0)].argmin()
-    corners = [r0 + band[:, col(s * 0.75 * mw)].argmin() for s in (-1, 1)]
+    def dark_row(c):
+        d = np.clip(np.median(band) - band[:, c], 0.0, None)
+        return r0 + float((d * np.arange(len(d))).sum() / (d.sum() + 1e-9))
+
+    centre = dark_row(col(0.0))
+    corners = [dark_row(col(s * 0.8 * mw)) for s in (-1, 1)]
     return img, centre, corners, (r0, r1, col(-mw), col(mw))
 
 
@@ -251,11 +256,15 @@ def test_emotion_drives_face(speakers):
     for spk in speakers[:4]:
         _, c_h, corners_h, _ = _mouth_profile(spk.face, "happiness")
         _, c_s, corners_s, _ = _mouth_profile(spk.face, "sadness")
-        # Rows grow downwards: a smile lifts the corners above the centre, a frown drops them below.
-        assert np.mean(corners_h) < c_h, (corners_h, c_h)
-        assert np.mean(corners_s) > c_s, (corners_s, c_s)
+        neu, c_n, corners_n, (r0, r1, c0, c1) = _mouth_profile(spk.face, "neutral")
+        # Rows grow downwards: a smile lifts the corners above the centre, a frown drops them below
+        # (relative to the same speaker's neutral mouth, by at least half a pixel).
+        lift_h = np.mean(corners_h) - c_h
+        lift_s = np.mean(corners_s) - c_s
+        lift_n = np.mean(corners_n) - c_n
+        assert lift_h < -0.5 and lift_h < lift_n - 0.5, (lift_h, lift_n)
+        assert lift_s > 0.5 and lift_s > lift_n + 0.5, (lift_s, lift_n)
         # Surprise opens the mouth: more dark pixels in the mouth box than a neutral face.
-        neu, _, _, (r0, r1, c0, c1) = _mouth_profile(spk.face, "neutral")
         sur = _mouth_profile(spk.face, "surprise")[0]
         assert (sur[r0:r1, c0:c1 + 1] < 60).sum() > (neu[r0:r1, c0:c1 + 1] < 60).sum() + 5
         # Happiness and sadness images differ mainly below the eyes (mouth / cheeks).

@@ -116,23 +116,23 @@ class SyntheticConfig:
 #                      neu   hap   sur   sad   ang   dis   fea   con
 _VOICE = {
     # f0 level shift (semitones) and pitch-accent range multiplier.
-    "f0_shift_st":  np.array([0.0, 4.0, 6.5, -3.0, 2.5, -1.5, 5.0, -1.5]),
-    "range_mul":    np.array([1.0, 2.0, 2.6, 0.35, 1.5, 0.8, 0.7, 1.4]),
+    "f0_shift_st":  np.array([0.0, 4.5, 7.0, -3.0, 2.5, -1.5, 5.5, -1.5]),
+    "range_mul":    np.array([1.0, 2.2, 2.8, 0.3, 1.6, 0.8, 0.6, 1.4]),
     # Speaking rate multiplier (syllables / s) and loudness (dB).
-    "rate_mul":     np.array([1.0, 1.12, 1.05, 0.68, 1.2, 0.85, 1.35, 0.85]),
+    "rate_mul":     np.array([1.0, 1.12, 1.05, 0.65, 1.2, 0.85, 1.35, 0.85]),
     "loud_db":      np.array([0.0, 3.0, 3.5, -6.0, 8.0, -1.0, -1.5, -2.0]),
     # Spectral tilt change (dB / octave, + brighter) and glottal closing-phase factor (< 1 tenser).
-    "tilt_db":      np.array([0.0, 1.5, 1.0, -3.5, 4.0, 0.5, 0.0, -1.0]),
-    "closing_mul":  np.array([1.0, 0.85, 0.9, 1.6, 0.45, 1.0, 1.1, 1.2]),
+    "tilt_db":      np.array([0.0, 2.0, 1.0, -5.0, 5.0, 0.5, 0.0, -1.0]),
+    "closing_mul":  np.array([1.0, 0.85, 0.9, 1.7, 0.4, 1.0, 1.1, 1.2]),
     # Jitter (semitone std of cycle-scale f0 noise), breathiness (aspiration mix), tremor (st, 6 Hz).
     "jitter_st":    np.array([0.10, 0.12, 0.12, 0.15, 0.25, 0.35, 0.45, 0.15]),
-    "breath":       np.array([0.06, 0.06, 0.10, 0.35, 0.05, 0.15, 0.35, 0.20]),
-    "tremor_st":    np.array([0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.9, 0.0]),
+    "breath":       np.array([0.06, 0.06, 0.10, 0.40, 0.05, 0.15, 0.40, 0.20]),
+    "tremor_st":    np.array([0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 1.0, 0.0]),
     # Pause probability after a syllable; contour slope within a syllable (st, + rising).
     "pause_p":      np.array([0.12, 0.08, 0.12, 0.30, 0.06, 0.22, 0.20, 0.18]),
-    "slope_st":     np.array([0.0, 0.5, 4.0, -0.8, -1.0, -2.5, 1.0, -3.0]),
+    "slope_st":     np.array([0.0, 0.5, 5.0, -0.8, -1.0, -2.5, 1.0, -3.0]),
     # Formant scale (smiling raises F2/F3; sadness / disgust lower them).
-    "formant_mul":  np.array([1.0, 1.07, 1.03, 0.96, 1.02, 0.95, 1.02, 0.99]),
+    "formant_mul":  np.array([1.0, 1.08, 1.03, 0.96, 1.02, 0.95, 1.02, 0.99]),
 }
 _VOICE_DELTA = {k: v - v[NEUTRAL] for k, v in _VOICE.items()}
 
@@ -224,7 +224,7 @@ def _make_speaker(cfg: SyntheticConfig, index: int, unheard: bool) -> Speaker:
     loud = float(rng.normal(0.0, 2.5))
     breath = float(rng.uniform(0.0, 0.12) + (0.05 if female else 0.0))
     jitter = float(rng.uniform(0.0, 0.12))
-    tilt = float(rng.normal(0.0, 1.0))
+    tilt = float(rng.normal(0.0, 0.7))
     w = np.asarray(cfg.emotion_weights, dtype=np.float64)
     w = w / w.sum()
     prior = rng.dirichlet(np.maximum(cfg.prior_concentration * len(w) * w, 1e-3))
@@ -430,34 +430,48 @@ def _synth_voice(speaker: Speaker, num_samples: int, eps, rng: np.random.Generat
 
     # Short-time Fourier filtering: vocal tract (formants + tilt) for the voiced source, a band-pass
     # for the fricative noise. Frames of 256 (Hann), hop 128, zero-padded 512-point FFT, overlap-add.
+    # Only frames that overlap some voicing (or frication) are transformed.
     fmul = vp["formant_mul"]
     tilt_ctrl = vp["tilt_db"] + speaker.tilt_db
     pad = _WIN
     n_frames = (num_samples + 2 * pad - _WIN) // _HOP + 1
     cidx = np.clip(np.arange(n_frames) - (pad - _WIN // 2) // _HOP, 0, n_ctrl - 1)
-    freqs = np.fft.rfftfreq(_NFFT, 1.0 / sr)[None, :]
-    fmts = np.concatenate([formants[cidx] * fmul[cidx, None], np.full((n_frames, 1), _F4_HZ)], axis=1)
-    fmts = fmts * speaker.vtl
-    env_v = np.ones((n_frames, freqs.shape[1]))
-    for k in range(4):
-        fk = fmts[:, k:k + 1]
-        bk = _BANDWIDTHS[k] * (1.0 + 0.3 * (speaker.vtl - 1.0))
-        env_v *= fk ** 2 / np.sqrt((fk ** 2 - freqs ** 2) ** 2 + (bk * freqs) ** 2)
-    octs = np.log2(np.maximum(freqs, 250.0) / 500.0)
-    env_v *= 10.0 ** (tilt_ctrl[cidx, None] * octs / 20.0)
-    env_v *= np.where(freqs > 7000.0, np.exp(-(freqs - 7000.0) / 400.0), 1.0)
-    fc = fric_fc[cidx, None]
-    env_n = np.exp(-0.5 * (np.log2(np.maximum(freqs, 50.0) / fc) / 0.55) ** 2)
-    env_n *= 10.0 ** (0.5 * tilt_ctrl[cidx, None] * octs / 20.0)
 
+    def active(ctrl_amp):
+        on = np.convolve((ctrl_amp > 0).astype(np.float64), np.ones(5), mode="same") > 0
+        return np.flatnonzero(on[cidx])
+
+    freqs = np.fft.rfftfreq(_NFFT, 1.0 / sr)[None, :]
+    f2 = freqs ** 2
+    octs = np.log2(np.maximum(freqs, 250.0) / 500.0) * (math.log(10.0) / 20.0)
+    rolloff = np.where(freqs > 7000.0, np.exp(-(freqs - 7000.0) / 400.0), 1.0)
     win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_WIN) / _WIN)
 
-    def frames(x):
+    def frames(x, rows):
         xp = np.pad(x, (pad, pad + _HOP))
-        idx = np.arange(n_frames)[:, None] * _HOP + np.arange(_WIN)[None, :]
+        idx = rows[:, None] * _HOP + np.arange(_WIN)[None, :]
         return scipy.fft.rfft(xp[idx] * win, n=_NFFT, axis=1)
 
-    spec = frames(src_v) * env_v + frames(src_n) * env_n
+    spec = np.zeros((n_frames, _NFFT // 2 + 1), dtype=np.complex128)
+    rv = active(amp_ctrl)
+    if rv.size:
+        c = cidx[rv]
+        fmts = np.concatenate([formants[c] * fmul[c, None], np.full((rv.size, 1), _F4_HZ)], axis=1)
+        fmts = fmts * speaker.vtl
+        num, den = np.ones((rv.size, 1)), np.ones((rv.size, f2.shape[1]))
+        for k in range(4):
+            fk2 = fmts[:, k:k + 1] ** 2
+            bk = _BANDWIDTHS[k] * (1.0 + 0.3 * (speaker.vtl - 1.0))
+            num = num * fk2
+            den *= (fk2 - f2) ** 2 + bk * bk * f2
+        env_v = num / np.sqrt(den) * np.exp(tilt_ctrl[c, None] * octs) * rolloff
+        spec[rv] = frames(src_v, rv) * env_v
+    rn = active(fric)
+    if rn.size:
+        c = cidx[rn]
+        env_n = np.exp(-0.5 * (np.log2(np.maximum(freqs, 50.0) / fric_fc[c, None]) / 0.55) ** 2
+                       + 0.5 * tilt_ctrl[c, None] * octs)
+        spec[rn] += frames(src_n, rn) * env_n
     y_frames = scipy.fft.irfft(spec, n=_NFFT, axis=1)
     per = _NFFT // _HOP
     blocks = np.zeros((n_frames + per, _HOP))
@@ -613,7 +627,7 @@ def render_faces(face: tuple, expr: dict, talk: np.ndarray, rng: np.random.Gener
     # the expression plus talking; the upper lip lifts for disgust.
     xn = x / mw
     curve, asym = e["mouth_curve"], e["mouth_asym"]
-    yl = my - curve * 0.075 * xn ** 2 - asym * 0.07 * np.clip(xn, 0.0, 1.0) ** 2
+    yl = my - curve * 0.1 * xn ** 2 - asym * 0.08 * np.clip(xn, 0.0, 1.0) ** 2
     opening = np.clip(e["mouth_open"] + col(talk), 0.0, 1.6)
     shape = np.sqrt(np.clip(1.0 - xn ** 2, 0.0, 1.0))
     h_up = (0.025 * opening + 0.03 * e["lip_raise"]) * shape
@@ -751,40 +765,77 @@ def _jobs(cfg: SyntheticConfig, split_name: str) -> list[tuple[int, int, int]]:
     return jobs
 
 
-_WORKER_STATE: dict = {}
-
-
-def _job_track(job) -> dict:
-    cfg = _WORKER_STATE["cfg"]
-    speakers = _WORKER_STATE.get("speakers")
-    if speakers is None:
-        speakers = _WORKER_STATE["speakers"] = {s.index: s for s in generate_speakers(cfg)}
-    spk = speakers[job[0]]
-    return generate_track(spk, job[1], job[2], track_rng(cfg, spk, job[1]), cfg)
-
-
-def _init_worker(cfg):
-    _WORKER_STATE.clear()
-    _WORKER_STATE["cfg"] = cfg
-
-
 def generate_tracks(cfg: SyntheticConfig, split_name: str, num_workers: int = 0) -> Iterator[dict]:
     """Tracks of one split ('train', 'unheard_val', 'heard_val') in a fixed order.
 
     Training speakers produce 'train' and 'heard_val' tracks, unheard speakers 'unheard_val' only.
-    num_workers > 1 generates in a spawned process pool (ordered: same output as num_workers=0).
+    num_workers > 1 generates in that many worker processes (``python -m cmemo_jax.data.synthetic``
+    subprocesses, so no fork of a process that holds TF/JAX threads and no re-import of the caller's
+    main module); the output is identical to num_workers=0.
     """
     jobs = _jobs(cfg, split_name)
-    if num_workers <= 1 or len(jobs) < 8:
+    if num_workers <= 1 or len(jobs) < 2 * num_workers:
         speakers = {s.index: s for s in generate_speakers(cfg)}
         for si, k, code in jobs:
             spk = speakers[si]
             yield generate_track(spk, k, code, track_rng(cfg, spk, k), cfg)
         return
-    import multiprocessing as mp
-    ctx = mp.get_context("spawn")   # safe even if the parent already imported TF / JAX threads
-    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        yield from pool.imap(_job_track, jobs, chunksize=4)
+    yield from _generate_in_subprocesses(cfg, split_name, len(jobs), num_workers)
+
+
+def _generate_in_subprocesses(cfg, split_name, n_jobs, num_workers):
+    import pickle
+    import subprocess
+    import sys
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    cfg_json = json.dumps(cfg.to_dict())
+    procs = [subprocess.Popen([sys.executable, "-m", "cmemo_jax.data.synthetic", "--worker", cfg_json,
+                               split_name, str(w), str(num_workers)], stdout=subprocess.PIPE, env=env)
+             for w in range(num_workers)]
+    try:
+        for j in range(n_jobs):
+            proc = procs[j % num_workers]
+            head = proc.stdout.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            blob = proc.stdout.read(size) if size >= 0 else b""
+            if size < 0 or len(blob) != size:
+                proc.wait()
+                raise RuntimeError(f"synthetic corpus worker {j % num_workers} died (exit code "
+                                   f"{proc.returncode}) at track {j} of split {split_name!r}")
+            yield pickle.loads(blob)
+        for proc in procs:
+            proc.stdout.close()
+            if proc.wait() != 0:
+                raise RuntimeError(f"synthetic corpus worker exited with code {proc.returncode}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout and not proc.stdout.closed:
+                proc.stdout.close()
+
+
+def _worker_main(cfg_json: str, split_name: str, worker: int, num_workers: int) -> None:
+    """Subprocess body: writes (8-byte length, pickle) records of jobs[worker::num_workers] to stdout."""
+    import pickle
+    import sys
+
+    d = json.loads(cfg_json)
+    cfg = SyntheticConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    speakers = {s.index: s for s in generate_speakers(cfg)}
+    out = sys.stdout.buffer
+    for si, k, code in _jobs(cfg, split_name)[worker::num_workers]:
+        spk = speakers[si]
+        blob = pickle.dumps(generate_track(spk, k, code, track_rng(cfg, spk, k), cfg), protocol=5)
+        out.write(len(blob).to_bytes(8, "little"))
+        out.write(blob)
+        out.flush()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -810,8 +861,8 @@ def ensure_corpus(cache_dir: str, cfg: SyntheticConfig | None = None, num_shards
 
     Writes '<split>.tfrecord-*' shards (cmemo_jax.data.records) for train / unheard_val / heard_val,
     'dataset_info.json', and finally the '_COMPLETE' marker; returns the directory. If the marker
-    exists, returns at once. num_shards: per split (default: ~64 tracks a shard, 1-16, same for all
-    splits of the given config); num_workers: generator processes (default: min(2, cpus) when the corpus
+    exists, returns at once. num_shards: per split (default: about 64 tracks a shard, 1 to 16, chosen
+    per split); num_workers: generator processes (default: min(2, cpus) when the corpus
     is large enough to pay for spawning them). The output is identical for any num_workers.
     """
     import time
@@ -881,3 +932,15 @@ def ensure_corpus(cache_dir: str, cfg: SyntheticConfig | None = None, num_shards
         fh.write(corpus_name(cfg) + "\n")
     os.replace(marker + f".tmp-{os.getpid()}", marker)
     return out_dir
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+        _worker_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        # python -m cmemo_jax.data.synthetic CACHE_DIR [tiny|demo|default]: generate (or find) a corpus.
+        cache = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.expanduser("~"), ".cache", "cmemo_jax", "synthetic")
+        preset = sys.argv[2] if len(sys.argv) > 2 else "default"
+        print(ensure_corpus(cache, getattr(SyntheticConfig, preset)(), verbose=True))
