@@ -26,9 +26,11 @@ Public API::
     SyntheticConfig (.tiny(), .demo(), .default())   Speaker   generate_speakers(cfg)
     generate_track(speaker, track_index, split, rng, cfg) -> track dict
     generate_track_with_latents(...) -> (track dict, latents dict)   (face intensity, transition flags...)
-    track_rng(cfg, speaker, track_index)   split_assignment(cfg, speakers)
-    generate_tracks(cfg, split_name) -> Iterator[track dict]
+    track_rng(cfg, speaker, track_index)   split_assignment(cfg, speaker)   track_index_from_id(track_id)
+    render_faces(face, expr, talk, rng, size, noise_std, pose_jitter)
+    generate_tracks(cfg, split_name, num_workers=0) -> Iterator[track dict]
     corpus_name(cfg)   ensure_corpus(cache_dir, cfg, num_shards=None, num_workers=None) -> directory
+    python -m cmemo_jax.data.synthetic CACHE_DIR [tiny|demo|default]
 """
 from __future__ import annotations
 
