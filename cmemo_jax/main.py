@@ -22,6 +22,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
+    if not FLAGS["verbosity"].present:
+        # Library INFO logs (orbax, clu) drown the progress lines; --verbosity=0 brings them back.
+        logging.set_verbosity(logging.WARNING)
     from cmemo_jax.train import distributed
 
     distributed.initialize_from(config.get("distributed", None))

@@ -49,7 +49,7 @@ from cmemo_jax.constants import (EMOTIONS, FRAME_PERIOD_S, FRAME_STRIDE, NUM_EMO
                                  SPLIT_UNHEARD_VAL, VIDEO_FPS, frame_row)
 
 # Bump whenever the generator's output changes for a given config: it is part of the cache name.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 COMPLETE_MARKER = "_COMPLETE"
 TRACKS_PER_VIDEO = 4       # track k of a speaker is utterance k % 4 + 1 of video k // 4
 
@@ -74,6 +74,10 @@ class SyntheticConfig:
     # Frame logits: a * log(expression probs) + N(0, oracle_noise^2), rows centred to mean 0.
     oracle_noise: float = 0.6
     oracle_scale: float = 2.0
+    # How sure the oracle is that a neutral (talking) face is neutral; the rest of the mass
+    # spreads over the other emotions. Below ~0.7 a strong emotional frame out-scores the neutral
+    # frames after max-pooling, as with a real teacher, so clips get non-neutral labels.
+    neutral_confidence: float = 0.6
     # Emotion dynamics.
     emotional_fraction: tuple = (0.25, 0.6)   # per-speaker range of the share of time in an episode
     episode_seconds: tuple = (1.0, 4.0)
@@ -702,7 +706,10 @@ def generate_track_with_latents(speaker: Speaker, track_index: int, split: int,
 
     # Oracle logits on the rendered expression.
     probs = np.zeros((nf, NUM_EMOTIONS))
-    probs[:, NEUTRAL] = 1.0 - face_inten
+    calm = 1.0 - face_inten
+    probs[:, NEUTRAL] = calm * cfg.neutral_confidence
+    probs += (calm * (1.0 - cfg.neutral_confidence) / (NUM_EMOTIONS - 1))[:, None] * (
+        np.arange(NUM_EMOTIONS) != NEUTRAL)
     probs += face_inten[:, None] * _CONFUSION[frame_emotion]
     probs = 0.97 * probs + 0.03 / NUM_EMOTIONS
     logits = cfg.oracle_scale * np.log(probs) + rng_face.normal(0.0, cfg.oracle_noise, probs.shape)

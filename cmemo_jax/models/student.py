@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from cmemo_jax.models.conv import Conv2D
+
 # N(0, 2 / fan_in): untruncated normal, as MatConvNet's `randn * sqrt(2 / (h w cin))`.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -58,16 +60,17 @@ class ConvBNReLU(nn.Module):
     features: int
     kernel: tuple[int, int]
     strides: tuple[int, int] = (1, 1)
-    padding: Any = "VALID"
+    padding: Any = ((0, 0), (0, 0))
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = nn.Conv(self.features, self.kernel, strides=self.strides, padding=self.padding,
-                    kernel_init=he_normal, bias_init=nn.initializers.zeros,
-                    dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
+        x = Conv2D(self.features, self.kernel, strides=self.strides, padding=self.padding,
+                   impl=self.conv_impl, kernel_init=he_normal, bias_init=nn.initializers.zeros,
+                   dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
         # Batch statistics are reduced in float32 even under bf16 compute (flax's default).
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
@@ -87,6 +90,8 @@ class Student(nn.Module):
         batch-norm statistics stay float32.
       pool_impl: how max pooling is computed ('slices' or 'reduce_window'; same values, see
         `max_pool`), an implementation choice that does not change the parameters.
+      conv_impl: how convolutions are lowered ('xla' or 'tapgrad', see cmemo_jax.models.conv);
+        same values and parameters.
     """
 
     conv_features: Sequence[int] = (96, 256, 256, 256, 256)
@@ -97,13 +102,15 @@ class Student(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     pool_impl: str = "slices"
+    conv_impl: str = "xla"
 
     def features(self, spectrogram, train: bool = False):
         """Embedding before fc8: `[batch, freq, time]` -> `[batch, fc7_features]`."""
         if spectrogram.ndim != 3:
             raise ValueError(f"Student expects a spectrogram [batch, freq, time], got shape {spectrogram.shape}")
         c1, c2, c3, c4, c5 = self.conv_features
-        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                     conv_impl=self.conv_impl)
         x = spectrogram[..., None].astype(self.dtype)  # NHWC: H = frequency, W = time.
         x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", **block)(x, train)
         x = max_pool(x, (3, 3), (2, 2), self.pool_impl)

@@ -35,6 +35,8 @@ def student_kwargs(model_config) -> dict:
         "fc7_features": int(model_config.fc7_features),
         "num_classes": int(model_config.num_classes),
         "dtype": jnp.dtype(model_config.dtype),
+        "pool_impl": str(model_config.get("pool_impl", "slices")),
+        "conv_impl": str(model_config.get("conv_impl", "xla")),
     }
 
 

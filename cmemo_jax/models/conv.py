@@ -1,0 +1,97 @@
+"""2-D convolution with the parameters and maths of `flax.linen.Conv`, and a choice of lowering.
+
+impl='xla'      `lax.conv_general_dilated` for the forward pass and XLA's own gradients.
+impl='tapgrad'  same forward; in the backward pass the input gradient is XLA's transposed
+                convolution, and the kernel gradient is computed tap by tap as kh*kw matrix
+                products `slice_ij(x)^T @ dy` -> `[cin, cout]`. XLA:CPU lowers the kernel
+                gradient of a strided convolution to a convolution whose window is the whole
+                output map (e.g. 62x48), which runs far below the machine's matmul rate; the
+                per-tap products are plain GEMMs (BENCHMARKS.md has the numbers).
+Both give the same values up to float rounding; parameters ('kernel' HWIO, 'bias') are identical.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, kernel, strides, padding):
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMS)
+
+
+def _kernel_grad_by_taps(x, g, kernel_shape, strides, padding):
+    """dL/dkernel `[kh, kw, cin, cout]` from input x `[n, h, w, cin]` and output grad g `[n, oh, ow, cout]`."""
+    kh, kw, cin, cout = kernel_shape
+    sh, sw = strides
+    n, oh, ow, _ = g.shape
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            xs = lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin),
+                           (1, sh, sw, 1))
+            # [n*oh*ow, cin]^T @ [n*oh*ow, cout]: one GEMM per kernel tap.
+            taps.append(lax.dot_general(xs.reshape(-1, cin), g.reshape(-1, cout),
+                                        (((0,), (0,)), ((), ())),
+                                        preferred_element_type=jnp.float32))
+    return jnp.stack(taps).reshape(kh, kw, cin, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_tapgrad(x, kernel, strides, padding):
+    return _conv(x, kernel, strides, padding)
+
+
+def _tapgrad_fwd(x, kernel, strides, padding):
+    return _conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _tapgrad_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding), x)
+    (dx,) = input_vjp(g)  # dropped by XLA when x needs no gradient (the first layer)
+    dk = _kernel_grad_by_taps(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
+    return dx, dk
+
+
+conv_tapgrad.defvjp(_tapgrad_fwd, _tapgrad_bwd)
+
+
+def conv2d(x, kernel, strides, padding, impl: str = "xla"):
+    """NHWC x HWIO convolution; padding is explicit ((top, bottom), (left, right))."""
+    strides = tuple(int(s) for s in strides)
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    if impl == "xla":
+        return _conv(x, kernel, strides, padding)
+    if impl == "tapgrad":
+        return conv_tapgrad(x, kernel, strides, padding)
+    raise ValueError(f"unknown convolution implementation {impl!r} (use 'xla' or 'tapgrad')")
+
+
+class Conv2D(nn.Module):
+    """Drop-in for `nn.Conv` (same 'kernel' [kh, kw, cin, cout] and 'bias' [cout] parameters)."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: Any = ((0, 0), (0, 0))
+    impl: str = "xla"
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv2d(x, kernel, self.strides, self.padding, self.impl) + bias
