@@ -14,7 +14,8 @@ from cmemo_jax.models.student import Student, max_pool
     ((3, 3), (1, 1), ((1, 1), (1, 1)), 5),
     ((9, 1), (1, 1), ((0, 0), (0, 0)), 4),
 ])
-def test_tapgrad_conv_matches_xla_values_and_gradients(kernel, strides, padding, cin):
+@pytest.mark.parametrize("impl", ["tapgrad", "patches"])
+def test_conv_lowering_matches_xla_values_and_gradients(kernel, strides, padding, cin, impl):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 23, 19, cin)), jnp.float32)
     k = jnp.asarray(rng.standard_normal((*kernel, cin, 7)) * 0.1, jnp.float32)
@@ -22,10 +23,10 @@ def test_tapgrad_conv_matches_xla_values_and_gradients(kernel, strides, padding,
     def loss(impl):
         return lambda x, k: jnp.sum(jnp.sin(conv2d(x, k, strides, padding, impl)))
 
-    np.testing.assert_allclose(conv2d(x, k, strides, padding, "tapgrad"),
+    np.testing.assert_allclose(conv2d(x, k, strides, padding, impl),
                                conv2d(x, k, strides, padding, "xla"), rtol=1e-5, atol=1e-5)
     gx_ref, gk_ref = jax.grad(loss("xla"), argnums=(0, 1))(x, k)
-    gx, gk = jax.jit(jax.grad(loss("tapgrad"), argnums=(0, 1)))(x, k)
+    gx, gk = jax.jit(jax.grad(loss(impl), argnums=(0, 1)))(x, k)
     np.testing.assert_allclose(gk, gk_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4)
 
@@ -62,5 +63,6 @@ def test_student_lowerings_give_the_same_loss_gradient():
         return jax.jit(jax.grad(loss))(variables["params"])
 
     g_ref = grads(ref)
-    g_new = grads(Student(**kw, conv_impl="tapgrad", pool_impl="slices"))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), g_new, g_ref)
+    for conv_impl in ("tapgrad", "patches"):
+        g_new = grads(Student(**kw, conv_impl=conv_impl, pool_impl="slices"))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), g_new, g_ref)

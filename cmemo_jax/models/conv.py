@@ -7,7 +7,11 @@ impl='tapgrad'  same forward; in the backward pass the input gradient is XLA's t
                 gradient of a strided convolution to a convolution whose window is the whole
                 output map (e.g. 62x48), which runs far below the machine's matmul rate; the
                 per-tap products are plain GEMMs (BENCHMARKS.md has the numbers).
-Both give the same values up to float rounding; parameters ('kernel' HWIO, 'bias') are identical.
+impl='patches'  im2col: the kh*kw strided slices of the padded input are concatenated on the
+                channel axis, `[n, oh, ow, kh*kw*cin]`, and multiplied by the kernel reshaped to
+                `[kh*kw*cin, cout]`; autodiff turns this into two more GEMMs and a col2im of
+                pads. Costs memory for the patches, runs at the GEMM rate.
+All give the same values up to float rounding; parameters ('kernel' HWIO, 'bias') are identical.
 """
 from __future__ import annotations
 
@@ -24,6 +28,24 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 def _conv(x, kernel, strides, padding):
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMS)
+
+
+def _strided_taps(x, kh, kw, strides, out_hw):
+    """The kh*kw strided slices of (padded) x `[n, h, w, c]` that line up with the output grid."""
+    n, _, _, c = x.shape
+    (sh, sw), (oh, ow) = strides, out_hw
+    return [lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
+
+
+def _conv_patches(x, kernel, strides, padding):
+    kh, kw, cin, cout = kernel.shape
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    oh = (x.shape[1] - kh) // strides[0] + 1
+    ow = (x.shape[2] - kw) // strides[1] + 1
+    taps = _strided_taps(x, kh, kw, strides, (oh, ow))
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+    return jnp.dot(patches, kernel.reshape(kh * kw * cin, cout))
 
 
 def _kernel_grad_by_taps(x, g, kernel_shape, strides, padding):
@@ -72,7 +94,9 @@ def conv2d(x, kernel, strides, padding, impl: str = "xla"):
         return _conv(x, kernel, strides, padding)
     if impl == "tapgrad":
         return conv_tapgrad(x, kernel, strides, padding)
-    raise ValueError(f"unknown convolution implementation {impl!r} (use 'xla' or 'tapgrad')")
+    if impl == "patches":
+        return _conv_patches(x, kernel, strides, padding)
+    raise ValueError(f"unknown convolution implementation {impl!r} (use 'xla', 'tapgrad' or 'patches')")
 
 
 class Conv2D(nn.Module):
