@@ -51,7 +51,9 @@ def test_slices_max_pool_matches_reduce_window_with_numeric_gradient():
 
 def test_student_lowerings_give_the_same_loss_gradient():
     kw = dict(conv_features=(4, 8, 8, 8, 8), fc6_features=8, fc7_features=8)
-    x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 512, 80)), jnp.float32)
+    # 200 frames and batch 4: with fewer, the 1x1 fc6 map and batch-norm over 3 values make the
+    # gradients so ill-conditioned that float32 rounding alone changes them (float64 agrees).
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 512, 200)), jnp.float32)
     ref = Student(**kw, conv_impl="xla", pool_impl="reduce_window")
     variables = ref.init(jax.random.key(0), x, train=False)
 
@@ -63,6 +65,7 @@ def test_student_lowerings_give_the_same_loss_gradient():
         return jax.jit(jax.grad(loss))(variables["params"])
 
     g_ref = grads(ref)
-    for conv_impl in ("tapgrad", "patches"):
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_ref))
+    for conv_impl in ("tapgrad", "patches", "auto"):
         g_new = grads(Student(**kw, conv_impl=conv_impl, pool_impl="slices"))
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), g_new, g_ref)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * scale), g_new, g_ref)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -52,6 +53,27 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "
                              (1, sh, sw, 1))
             out = part if out is None else jnp.maximum(out, part)
     return out
+
+
+# Convolution lowering per layer (conv1..conv5, fc6) for conv_impl='auto'. On XLA:CPU the im2col
+# GEMM beats XLA's own convolution for conv1 (one input channel), conv2 (5x5 stride 2) and fc6
+# (a 9x1 conv over the whole pooled frequency axis, i.e. a dense layer); XLA's convolution is
+# faster for the 3x3 convs (BENCHMARKS.md, "conv lowering"). On GPU/TPU XLA's own convolutions
+# (cuDNN / the TPU convolution emitter) are used throughout.
+CPU_CONV_IMPLS = ("patches", "patches", "xla", "xla", "xla", "patches")
+NUM_CONV_LAYERS = 6
+
+
+def resolve_conv_impls(conv_impl: str) -> tuple[str, ...]:
+    """'auto' | one lowering for all layers | six comma-separated lowerings -> 6-tuple."""
+    if conv_impl == "auto":
+        return CPU_CONV_IMPLS if jax.default_backend() == "cpu" else ("xla",) * NUM_CONV_LAYERS
+    impls = tuple(part.strip() for part in conv_impl.split(","))
+    if len(impls) == 1:
+        return impls * NUM_CONV_LAYERS
+    if len(impls) != NUM_CONV_LAYERS:
+        raise ValueError(f"conv_impl {conv_impl!r}: give one lowering or {NUM_CONV_LAYERS} (conv1..conv5, fc6)")
+    return impls
 
 
 class ConvBNReLU(nn.Module):
@@ -90,8 +112,9 @@ class Student(nn.Module):
         batch-norm statistics stay float32.
       pool_impl: how max pooling is computed ('slices' or 'reduce_window'; same values, see
         `max_pool`), an implementation choice that does not change the parameters.
-      conv_impl: how convolutions are lowered ('xla' or 'tapgrad', see cmemo_jax.models.conv);
-        same values and parameters.
+      conv_impl: how convolutions are lowered (see cmemo_jax.models.conv): 'auto' (per backend,
+        `resolve_conv_impls`), one of 'xla' | 'patches' | 'tapgrad', or six comma-separated
+        names for conv1..conv5, fc6. Same values and parameters whichever is chosen.
     """
 
     conv_features: Sequence[int] = (96, 256, 256, 256, 256)
@@ -102,30 +125,30 @@ class Student(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     pool_impl: str = "slices"
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     def features(self, spectrogram, train: bool = False):
         """Embedding before fc8: `[batch, freq, time]` -> `[batch, fc7_features]`."""
         if spectrogram.ndim != 3:
             raise ValueError(f"Student expects a spectrogram [batch, freq, time], got shape {spectrogram.shape}")
         c1, c2, c3, c4, c5 = self.conv_features
-        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-                     conv_impl=self.conv_impl)
+        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        impl = dict(zip(("conv1", "conv2", "conv3", "conv4", "conv5", "fc6"), resolve_conv_impls(self.conv_impl)))
         x = spectrogram[..., None].astype(self.dtype)  # NHWC: H = frequency, W = time.
-        x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", **block)(x, train)
+        x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", conv_impl=impl["conv1"], **block)(x, train)
         x = max_pool(x, (3, 3), (2, 2), self.pool_impl)
-        x = ConvBNReLU(c2, (5, 5), (2, 2), ((1, 1), (1, 1)), name="conv2", **block)(x, train)
+        x = ConvBNReLU(c2, (5, 5), (2, 2), ((1, 1), (1, 1)), name="conv2", conv_impl=impl["conv2"], **block)(x, train)
         x = max_pool(x, (3, 3), (2, 2), self.pool_impl)
-        x = ConvBNReLU(c3, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv3", **block)(x, train)
-        x = ConvBNReLU(c4, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv4", **block)(x, train)
-        x = ConvBNReLU(c5, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv5", **block)(x, train)
+        x = ConvBNReLU(c3, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv3", conv_impl=impl["conv3"], **block)(x, train)
+        x = ConvBNReLU(c4, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv4", conv_impl=impl["conv4"], **block)(x, train)
+        x = ConvBNReLU(c5, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv5", conv_impl=impl["conv5"], **block)(x, train)
         x = max_pool(x, (5, 3), (3, 2), self.pool_impl)
         if x.shape[1] != 9 or x.shape[2] < 1:
             raise ValueError(
                 f"Student needs 512 frequency bins and >= 65 frames (got spectrogram {spectrogram.shape}, "
                 f"mpool5 output {x.shape[1:3]}); the 9x1 fc6 spans the 9 pooled frequency rows")
         # fc6: a 9x1 conv over the whole pooled frequency axis, one output per time step.
-        x = ConvBNReLU(self.fc6_features, (9, 1), name="fc6", **block)(x, train)
+        x = ConvBNReLU(self.fc6_features, (9, 1), name="fc6", conv_impl=impl["fc6"], **block)(x, train)
         # apool6: average over time, so any clip length gives one vector (paper §5.1).
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.fc7_features, kernel_init=he_normal, bias_init=nn.initializers.zeros,

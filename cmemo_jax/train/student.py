@@ -36,7 +36,7 @@ def student_kwargs(model_config) -> dict:
         "num_classes": int(model_config.num_classes),
         "dtype": jnp.dtype(model_config.dtype),
         "pool_impl": str(model_config.get("pool_impl", "slices")),
-        "conv_impl": str(model_config.get("conv_impl", "xla")),
+        "conv_impl": str(model_config.get("conv_impl", "auto")),
     }
 
 
