@@ -55,12 +55,13 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "
     return out
 
 
-# Convolution lowering per layer (conv1..conv5, fc6) for conv_impl='auto'. On XLA:CPU the im2col
-# GEMM beats XLA's own convolution for conv1 (one input channel), conv2 (5x5 stride 2) and fc6
-# (a 9x1 conv over the whole pooled frequency axis, i.e. a dense layer); XLA's convolution is
-# faster for the 3x3 convs (BENCHMARKS.md, "conv lowering"). On GPU/TPU XLA's own convolutions
-# (cuDNN / the TPU convolution emitter) are used throughout.
-CPU_CONV_IMPLS = ("patches", "patches", "xla", "xla", "xla", "patches")
+# Convolution lowering per layer (conv1..conv5, fc6) for conv_impl='auto', chosen by measuring the
+# whole train step (BENCHMARKS.md, "conv lowering"). On XLA:CPU the im2col GEMM beats XLA's own
+# convolution for conv1 (one input channel: +13 % on the step) and fc6 (a 9x1 conv over the whole
+# pooled frequency axis, i.e. a dense layer); for conv2 it wins in isolation but halves the speed
+# of the whole step (a 457 MB patch matrix at batch 16), and XLA's convolution is the faster one
+# for the 3x3 convs. On GPU/TPU XLA's own convolutions (cuDNN, the TPU emitter) are used throughout.
+CPU_CONV_IMPLS = ("patches", "xla", "xla", "xla", "xla", "patches")
 NUM_CONV_LAYERS = 6
 
 
