@@ -55,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.eval_every_steps = 2000
     c.checkpoint_every_steps = 1000
+    c.checkpoint_every_secs = 600         # also save at the first log step after this many seconds
     c.keep_checkpoints = 2
     c.export_path = "student.msgpack"
     c.stop_at_step = -1                   # tests: stop after this step as if killed

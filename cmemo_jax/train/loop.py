@@ -99,7 +99,7 @@ def fit(task, config, workdir: str) -> dict:
     """Train `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
     Config fields used: seed, batch_size, num_train_steps, optim.*, log_every_steps,
-    eval_every_steps, checkpoint_every_steps, keep_checkpoints, export_path.
+    eval_every_steps, checkpoint_every_steps, checkpoint_every_secs, keep_checkpoints, export_path.
     Returns the final evaluation of the best model (and writes it to workdir/results_<phase>.json).
     """
     os.makedirs(workdir, exist_ok=True)
@@ -130,11 +130,15 @@ def fit(task, config, workdir: str) -> dict:
 
     batches = task.train_batches(start_step)
     metrics_sum, metrics_count = None, 0
+    checkpoint_secs = float(config.get("checkpoint_every_secs", 0) or 0)
+    last_save = time.monotonic()
     for step in range(start_step + 1, total_steps + 1):
         state, metrics = train_step(state, sharding_lib.device_batch(next(batches), mesh), step_rng)
         metrics_sum = metrics if metrics_sum is None else jax.tree.map(lambda a, b: a + b, metrics_sum, metrics)
         metrics_count += 1
-        if step % config.log_every_steps == 0 or step == total_steps:
+        # The first step (compilation included) is reported too, so slow machines show life at once.
+        is_log = step % config.log_every_steps == 0 or step == total_steps or step == start_step + 1
+        if is_log:
             means = {k: float(v) / metrics_count for k, v in _to_host(metrics_sum).items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"non-finite training metrics at step {step}: {means}")
@@ -153,9 +157,11 @@ def fit(task, config, workdir: str) -> dict:
                 progress.update(best_metric=metric, best_step=step)
                 progress["step"] = step
                 ckpt.save_best(step, state, dict(progress))
-        if is_eval or step % config.checkpoint_every_steps == 0:
+        due = is_log and checkpoint_secs > 0 and _agreed(time.monotonic() - last_save >= checkpoint_secs)
+        if is_eval or due or step % config.checkpoint_every_steps == 0:
             progress["step"] = step
             ckpt.save(step, state, dict(progress))
+            last_save = time.monotonic()
         writer.flush()
         if step == config.get("stop_at_step", -1):
             # Test hook: leave as a killed run would (checkpoints stay, no final export).
@@ -183,6 +189,13 @@ def fit(task, config, workdir: str) -> dict:
     writer.close()
     ckpt.close()
     return summary
+
+
+def _agreed(flag: bool) -> bool:
+    """Process 0's decision, the same in every process (a save must be called by all of them)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def _append_jsonl(workdir: str, step: int, scalars: dict):
