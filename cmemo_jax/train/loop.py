@@ -19,7 +19,6 @@ import time
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from cmemo_jax import export as export_lib
@@ -102,6 +101,10 @@ def fit(task, config, workdir: str) -> dict:
     eval_every_steps, checkpoint_every_steps, checkpoint_every_secs, keep_checkpoints, export_path.
     Returns the final evaluation of the best model (and writes it to workdir/results_<phase>.json).
     """
+    # clu's metric writers import TensorFlow (its summary writer); imported here so that this
+    # module, like the model and the step, imports on machines without TensorFlow.
+    from clu import metric_writers
+
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding_lib.make_mesh()
     sharding_lib.check_batch_size(config.batch_size, mesh)
