@@ -14,7 +14,7 @@ from cmemo_jax.models.student import Student, max_pool
     ((3, 3), (1, 1), ((1, 1), (1, 1)), 5),
     ((9, 1), (1, 1), ((0, 0), (0, 0)), 4),
 ])
-@pytest.mark.parametrize("impl", ["tapgrad", "patches"])
+@pytest.mark.parametrize("impl", ["tapgrad", "patches", "s2d"])
 def test_conv_lowering_matches_xla_values_and_gradients(kernel, strides, padding, cin, impl):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 23, 19, cin)), jnp.float32)
