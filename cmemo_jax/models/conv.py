@@ -34,8 +34,12 @@ def _conv(x, kernel, strides, padding):
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMS)
 
 
-def _strided_taps(x, kh, kw, strides, out_hw):
-    """The kh*kw strided slices of (padded) x `[n, h, w, c]` that line up with the output grid."""
+def strided_taps(x, kh, kw, strides, out_hw):
+    """The kh*kw strided slices `[n, oh, ow, c]` of (padded) x `[n, h, w, c]`, one per window tap.
+
+    Slice (i, j) holds x[:, i + sh * r, j + sw * q] for every output position (r, q): the building
+    block of im2col convolution, tap-wise kernel gradients and slice-based max pooling.
+    """
     n, _, _, c = x.shape
     (sh, sw), (oh, ow) = strides, out_hw
     return [lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
@@ -47,7 +51,7 @@ def _conv_patches(x, kernel, strides, padding):
     x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
     oh = (x.shape[1] - kh) // strides[0] + 1
     ow = (x.shape[2] - kw) // strides[1] + 1
-    taps = _strided_taps(x, kh, kw, strides, (oh, ow))
+    taps = strided_taps(x, kh, kw, strides, (oh, ow))
     patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
     return jnp.dot(patches, kernel.reshape(kh * kw * cin, cout))
 
@@ -55,18 +59,12 @@ def _conv_patches(x, kernel, strides, padding):
 def _kernel_grad_by_taps(x, g, kernel_shape, strides, padding):
     """dL/dkernel `[kh, kw, cin, cout]` from input x `[n, h, w, cin]` and output grad g `[n, oh, ow, cout]`."""
     kh, kw, cin, cout = kernel_shape
-    sh, sw = strides
-    n, oh, ow, _ = g.shape
+    oh, ow = g.shape[1:3]
     x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            xs = lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin),
-                           (1, sh, sw, 1))
-            # [n*oh*ow, cin]^T @ [n*oh*ow, cout]: one GEMM per kernel tap.
-            taps.append(lax.dot_general(xs.reshape(-1, cin), g.reshape(-1, cout),
-                                        (((0,), (0,)), ((), ())),
-                                        preferred_element_type=jnp.float32))
+    # [n*oh*ow, cin]^T @ [n*oh*ow, cout]: one GEMM per kernel tap.
+    taps = [lax.dot_general(xs.reshape(-1, cin), g.reshape(-1, cout), (((0,), (0,)), ((), ())),
+                            preferred_element_type=jnp.float32)
+            for xs in strided_taps(x, kh, kw, strides, (oh, ow))]
     return jnp.stack(taps).reshape(kh, kw, cin, cout)
 
 

@@ -14,14 +14,14 @@ from-scratch recipe, N(0, 2 / (kh kw cin)), biases zero, BN scale one.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from cmemo_jax.models.conv import Conv2D
+from cmemo_jax.models.conv import Conv2D, strided_taps
 
 # N(0, 2 / fan_in): untruncated normal, as MatConvNet's `randn * sqrt(2 / (h w cin))`.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -41,18 +41,12 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "
         return nn.max_pool(x, window, strides)
     if impl != "slices":
         raise ValueError(f"unknown max-pool implementation {impl!r} (use 'slices' or 'reduce_window')")
-    n, h, w, c = x.shape
+    _, h, w, _ = x.shape
     (kh, kw), (sh, sw) = window, strides
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     if oh < 1 or ow < 1:
         raise ValueError(f"max_pool window {window} does not fit input of size {(h, w)}")
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            part = lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
-                             (1, sh, sw, 1))
-            out = part if out is None else jnp.maximum(out, part)
-    return out
+    return functools.reduce(jnp.maximum, strided_taps(x, kh, kw, strides, (oh, ow)))
 
 
 # Convolution lowering per layer (conv1..conv5, fc6) for conv_impl='auto', chosen by measuring the
