@@ -9,7 +9,6 @@ import ast
 import dataclasses
 import datetime
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -202,11 +201,9 @@ def write_json(path: str | None, result: dict) -> None:
 
 def load_config(name: str = "student", arg: str | None = None):
     """configs/<name>.py get_config(arg), as `--config=configs/<name>.py:arg` loads it."""
-    path = os.path.join(REPO, "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    from cmemo_jax.config_files import load_config_file
+
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), arg)
 
 
 def _parse_value(text: str):

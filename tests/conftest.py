@@ -1,18 +1,16 @@
 """Shared test helpers: load a configs/*.py file the way `--config=path:arg` does."""
-import importlib.util
 import os
 
 import pytest
+
+from cmemo_jax.config_files import load_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, arg: str | None = None):
-    path = os.path.join(REPO, "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    """configs/<name>.py get_config(arg), as `--config=configs/<name>.py:arg` loads it."""
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), arg)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,18 @@
+"""Load a phase config file (configs/*.py) the way `--config=path[:arg]` does, outside absl flags."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+
+def load_config_file(path: str, arg: str | None = None):
+    """`get_config(arg)` of the Python config file at `path` (an ml_collections.ConfigDict)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such config file")
+    name = "cmemo_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path}: a config file must define get_config(arg)")
+    return module.get_config(arg)
