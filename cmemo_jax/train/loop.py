@@ -62,24 +62,20 @@ def _to_host(tree):
 def evaluate(task, eval_step, state, mesh) -> dict:
     """Runs every eval dataset of the task once; returns {name: summary dict}.
 
-    Eval iterators pad their last batch (valid=False). With several processes, each pads its
-    iterator with empty batches up to the longest one so the collective steps stay in lockstep.
+    Eval iterators pad their last batch (valid=False) and, with several processes, yield the same
+    number of batches in every process (cmemo_jax.data.pipeline.eval_batches tops them up with
+    empty batches), so the collective steps stay in lockstep. Batches are streamed: only the
+    per-example outputs are kept on the host.
     """
     results = {}
     for name, make_batches in task.eval_datasets().items():
-        local = list(make_batches())
-        n_batches = len(local)
-        if jax.process_count() > 1:
-            n_batches = int(np.max(multihost_utils.process_allgather(np.asarray(n_batches))))
-        if not local:
-            raise ValueError(f"eval dataset {name!r} is empty")
-        while len(local) < n_batches:
-            local.append({k: np.zeros_like(v) for k, v in local[0].items()})
         outputs = []
-        for batch in local:
+        for batch in make_batches():
             out = _to_host(eval_step(state, sharding_lib.device_batch(batch, mesh)))
             keep = out.pop("valid").astype(bool)
             outputs.append({k: v[keep] for k, v in out.items()})
+        if not outputs:
+            raise ValueError(f"eval dataset {name!r} is empty")
         merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
         results[name] = task.summarize(name, merged)
     return results
@@ -125,7 +121,7 @@ def fit(task, config, workdir: str) -> dict:
     start_step = int(progress["step"])
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    writer.write_hparams({k: v for k, v in _flatten_config(config).items()})
+    writer.write_hparams(_flatten_config(config))
     train_step = step_lib.make_train_step(task, tx, mesh, lr_schedule=schedule)
     eval_step = step_lib.make_eval_step(task, mesh)
     meter = Progress(total_steps, config.batch_size, start_step)
@@ -135,8 +131,10 @@ def fit(task, config, workdir: str) -> dict:
     metrics_sum, metrics_count = None, 0
     checkpoint_secs = float(config.get("checkpoint_every_secs", 0) or 0)
     last_save = time.monotonic()
+    last_eval = None  # (step, results) of the latest evaluation
     for step in range(start_step + 1, total_steps + 1):
         state, metrics = train_step(state, sharding_lib.device_batch(next(batches), mesh), step_rng)
+        progress["step"] = step  # what a checkpoint of `state` taken now records
         metrics_sum = metrics if metrics_sum is None else jax.tree.map(lambda a, b: a + b, metrics_sum, metrics)
         metrics_count += 1
         # The first step (compilation included) is reported too, so slow machines show life at once.
@@ -146,23 +144,24 @@ def fit(task, config, workdir: str) -> dict:
             if not all(math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"non-finite training metrics at step {step}: {means}")
             means.update(meter.report(step, means))
-            writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-            _append_jsonl(workdir, step, {f"train/{k}": v for k, v in means.items()})
+            scalars = {f"train/{k}": v for k, v in means.items()}
+            writer.write_scalars(step, scalars)
+            _append_jsonl(workdir, step, scalars)
             metrics_sum, metrics_count = None, 0
         is_eval = step % config.eval_every_steps == 0 or step == total_steps
         if is_eval:
             results = evaluate(task, eval_step, state, mesh)
-            writer.write_scalars(step, _scalars(results))
-            _append_jsonl(workdir, step, _scalars(results))
+            last_eval = (step, results)
+            scalars = _scalars(results)
+            writer.write_scalars(step, scalars)
+            _append_jsonl(workdir, step, scalars)
             _print_eval(step, results)
             metric = float(results[selection_name][selection_key])
             if progress["best_metric"] is None or metric < progress["best_metric"]:
                 progress.update(best_metric=metric, best_step=step)
-                progress["step"] = step
                 ckpt.save_best(step, state, dict(progress))
         due = is_log and checkpoint_secs > 0 and _agreed(time.monotonic() - last_save >= checkpoint_secs)
         if is_eval or due or step % config.checkpoint_every_steps == 0:
-            progress["step"] = step
             ckpt.save(step, state, dict(progress))
             last_save = time.monotonic()
         writer.flush()
@@ -176,10 +175,14 @@ def fit(task, config, workdir: str) -> dict:
 
     # Final report and export use the model selected on the validation metric.
     best = ckpt.restore_best(abstract_like(state))
+    final_step = total_steps
     if best is not None:
         state, best_progress = best
-    final = evaluate(task, eval_step, state, mesh)
-    final_step = int(best_progress["step"]) if best is not None else total_steps
+        final_step = int(best_progress["step"])
+    if last_eval is not None and last_eval[0] == final_step:
+        final = last_eval[1]  # the selected model is the one just evaluated: no second pass
+    else:
+        final = evaluate(task, eval_step, state, mesh)
     summary = {"selected_step": final_step, "selection_metric": task.selection_metric, "results": final}
     if jax.process_index() == 0:
         with open(os.path.join(workdir, f"results_{config.phase}.json"), "w") as f:
