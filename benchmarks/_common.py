@@ -240,7 +240,8 @@ def make_objective(config):
     (pool_impl, bn_momentum, ...) given with --override model.X=... are applied here.
     """
     from cmemo_jax.models import Student
-    from cmemo_jax.train.student import StudentObjective, student_kwargs
+    from cmemo_jax.models.student import student_kwargs
+    from cmemo_jax.train.student import StudentObjective
 
     objective = StudentObjective(config)
     fields = {f.name for f in dataclasses.fields(Student)} - {"parent", "name"}

@@ -20,17 +20,10 @@ FORMAT_NAME, FORMAT_VERSION = "cmemo_jax", 1
 
 
 def _model_builders():
-    import jax.numpy as jnp
+    # Imported lazily: export is used by light CLI tools too.
+    from cmemo_jax.models.student import Student, student_kwargs
 
-    from cmemo_jax.models import Student  # Imported lazily: export is used by light CLI tools too.
-
-    def student(cfg):
-        cfg = dict(cfg)
-        cfg["conv_features"] = tuple(cfg["conv_features"])
-        cfg["dtype"] = jnp.dtype(cfg.get("dtype", "float32"))  # 'bfloat16' included
-        return Student(**cfg)
-
-    return {"student": student}
+    return {"student": lambda cfg: Student(**student_kwargs(cfg))}
 
 
 def save(path: str, meta: dict, variables) -> str:

@@ -160,3 +160,18 @@ class Student(nn.Module):
         logits = nn.Dense(self.num_classes, kernel_init=he_normal, bias_init=nn.initializers.zeros,
                           dtype=self.dtype, param_dtype=jnp.float32, name="fc8")(x)
         return logits.astype(jnp.float32)
+
+
+def student_kwargs(model_config) -> dict:
+    """Student constructor arguments from `config.model` (a ConfigDict) or an export's
+    `meta['model']` (a plain dict from JSON): the one place both are turned into a model."""
+    get = model_config.get
+    return {
+        "conv_features": tuple(int(c) for c in model_config["conv_features"]),
+        "fc6_features": int(model_config["fc6_features"]),
+        "fc7_features": int(model_config["fc7_features"]),
+        "num_classes": int(model_config["num_classes"]),
+        "dtype": jnp.dtype(get("dtype", "float32")),  # 'bfloat16' included
+        "pool_impl": str(get("pool_impl", "slices")),
+        "conv_impl": str(get("conv_impl", "auto")),
+    }

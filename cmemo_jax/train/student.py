@@ -21,23 +21,12 @@ from cmemo_jax import constants, losses
 from cmemo_jax.audio import frontend
 from cmemo_jax.evaluate.auc import teacher_student_auc
 from cmemo_jax.models import Student
+from cmemo_jax.models.student import student_kwargs
 
 
 def build_student(model_config) -> Student:
     """Student from the `config.model` fields (also the constructor args stored in exports)."""
     return Student(**student_kwargs(model_config))
-
-
-def student_kwargs(model_config) -> dict:
-    return {
-        "conv_features": tuple(int(c) for c in model_config.conv_features),
-        "fc6_features": int(model_config.fc6_features),
-        "fc7_features": int(model_config.fc7_features),
-        "num_classes": int(model_config.num_classes),
-        "dtype": jnp.dtype(model_config.dtype),
-        "pool_impl": str(model_config.get("pool_impl", "slices")),
-        "conv_impl": str(model_config.get("conv_impl", "auto")),
-    }
 
 
 def spectrogram_inputs(audio_int16, audio_config, dither_key=None):
@@ -66,14 +55,14 @@ def resolve_data_dir(config) -> str:
         raise ValueError(f"unknown synthetic preset {data.synthetic_preset!r}")
     cache_dir = data.cache_dir or os.environ.get(
         "CMEMO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "cmemo_jax"))
-    cfg = preset()
-    if data.get("synthetic_seed", None) is not None:
-        cfg = type(cfg)(**{**cfg.__dict__, "seed": int(data.synthetic_seed)})
+    corpus_dir, cfg = os.path.join(cache_dir, "synthetic"), preset()
+    # Process 0 generates; the others wait for it and then find the corpus cached.
     if jax.process_index() == 0:
-        path = synthetic.ensure_corpus(os.path.join(cache_dir, "synthetic"), cfg)
+        path = synthetic.ensure_corpus(corpus_dir, cfg)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthetic corpus ready")
-        path = synthetic.ensure_corpus(os.path.join(cache_dir, "synthetic"), cfg)  # cached: returns at once
+    if jax.process_index() != 0:
+        path = synthetic.ensure_corpus(corpus_dir, cfg)
     return path
 
 
