@@ -1,11 +1,14 @@
-"""The alternative lowerings (conv 'tapgrad', max-pool 'slices') compute the same maths as XLA's."""
+"""The alternative lowerings (conv 'gemmgrad', 'tapgrad', 'patches', 's2d'; max-pool 'argmax', 'slices')
+compute the same maths as XLA's."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cmemo_jax.models import conv as conv_lib
 from cmemo_jax.models.conv import conv2d
-from cmemo_jax.models.student import Student, max_pool
+from cmemo_jax.models.pooling import max_pool
+from cmemo_jax.models.student import Student
 
 
 @pytest.mark.parametrize("kernel,strides,padding,cin", [
@@ -14,7 +17,7 @@ from cmemo_jax.models.student import Student, max_pool
     ((3, 3), (1, 1), ((1, 1), (1, 1)), 5),
     ((9, 1), (1, 1), ((0, 0), (0, 0)), 4),
 ])
-@pytest.mark.parametrize("impl", ["tapgrad", "patches", "s2d"])
+@pytest.mark.parametrize("impl", ["gemmgrad", "tapgrad", "patches", "s2d"])
 def test_conv_lowering_matches_xla_values_and_gradients(kernel, strides, padding, cin, impl):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 23, 19, cin)), jnp.float32)
@@ -29,6 +32,26 @@ def test_conv_lowering_matches_xla_values_and_gradients(kernel, strides, padding
     gx, gk = jax.jit(jax.grad(loss(impl), argnums=(0, 1)))(x, k)
     np.testing.assert_allclose(gk, gk_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_examples", [1, 2, 3])
+def test_gemmgrad_kernel_gradient_over_several_batch_chunks(monkeypatch, chunk_examples):
+    """The chunked im2col kernel gradient covers every example once, whatever the chunk size."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((6, 17, 15, 3)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((5, 5, 3, 4)) * 0.1, jnp.float32)
+    strides, padding = (2, 2), ((1, 1), (1, 1))
+    per_example = 8 * 7 * 5 * 5 * 3 * 4  # oh * ow * kh * kw * cin * 4 bytes
+    monkeypatch.setattr(conv_lib, "KERNEL_GRAD_CHUNK_BYTES", chunk_examples * per_example)
+    w = jnp.asarray(rng.standard_normal((6, 8, 7, 4)), jnp.float32)  # a fixed output weighting
+
+    def loss(impl):
+        return lambda x, k: jnp.sum(w * conv2d(x, k, strides, padding, impl))
+
+    gx_ref, gk_ref = jax.grad(loss("xla"), argnums=(0, 1))(x, k)
+    gx, gk = jax.jit(jax.grad(loss("gemmgrad"), argnums=(0, 1)))(x, k)
+    np.testing.assert_allclose(gk, gk_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_impl_raises():
@@ -49,6 +72,26 @@ def test_slices_max_pool_matches_reduce_window_with_numeric_gradient():
         np.testing.assert_allclose(g_s, g_r, rtol=1e-6)  # no ties in continuous random data
 
 
+@pytest.mark.parametrize("window,strides", [((3, 3), (2, 2)), ((5, 3), (3, 2)), ((2, 2), (2, 2))])
+def test_argmax_max_pool_matches_reduce_window_including_ties(window, strides):
+    """'argmax' gives each output's gradient to the first maximal input of its window, as
+    reduce_window's select-and-scatter does: identical gradients even when windows hold ties."""
+    rng = np.random.default_rng(4)
+    x_cont = jnp.asarray(rng.standard_normal((2, 14, 11, 3)), jnp.float32)
+    x_ties = jnp.asarray(rng.integers(0, 3, (2, 14, 11, 3)), jnp.float32)  # many ties
+    w = jnp.asarray(rng.standard_normal(max_pool(x_cont, window, strides, "reduce_window").shape), jnp.float32)
+    for x in (x_cont, x_ties):
+        y = jax.jit(max_pool, static_argnums=(1, 2, 3))(x, window, strides, "argmax")
+        np.testing.assert_array_equal(y, max_pool(x, window, strides, "reduce_window"))
+        g_a = jax.jit(jax.grad(lambda x: jnp.sum(w * max_pool(x, window, strides, "argmax"))))(x)
+        g_r = jax.grad(lambda x: jnp.sum(w * max_pool(x, window, strides, "reduce_window")))(x)
+        # Equal up to the order in which overlapping windows' gradients are summed; a tie sent to
+        # another input would differ by O(1).
+        np.testing.assert_allclose(g_a, g_r, rtol=1e-6, atol=1e-6)
+    # The gradient of a max is a selection: every output's weight lands on exactly one input.
+    np.testing.assert_allclose(float(jnp.sum(g_a)), float(jnp.sum(w)), rtol=1e-5)
+
+
 def test_student_lowerings_give_the_same_loss_gradient():
     kw = dict(conv_features=(4, 8, 8, 8, 8), fc6_features=8, fc7_features=8)
     # 200 frames and batch 4: with fewer, the 1x1 fc6 map and batch-norm over 3 values make the
@@ -66,6 +109,27 @@ def test_student_lowerings_give_the_same_loss_gradient():
 
     g_ref = grads(ref)
     scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_ref))
-    for conv_impl in ("tapgrad", "patches", "auto"):
-        g_new = grads(Student(**kw, conv_impl=conv_impl, pool_impl="slices"))
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * scale), g_new, g_ref)
+    for conv_impl in ("gemmgrad", "tapgrad", "patches", "auto"):
+        for pool_impl in ("argmax", "slices"):
+            g_new = grads(Student(**kw, conv_impl=conv_impl, pool_impl=pool_impl))
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * scale), g_new, g_ref)
+
+
+@pytest.mark.parametrize("cin", [1, 3, 12])  # tap-major patches below 8 channels, channel-last above
+def test_conv_with_bias_matches_xla_values_and_gradients(cin):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, 21, 17, cin)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((7, 7, cin, 5)) * 0.1, jnp.float32)
+    b = jnp.asarray(rng.standard_normal((5,)), jnp.float32)
+    strides, padding = (2, 2), ((1, 1), (1, 1))
+
+    def loss(impl):
+        return lambda x, k, b: jnp.sum(jnp.sin(conv2d(x, k, strides, padding, impl, bias=b)))
+
+    for impl in ("patches", "gemmgrad"):
+        np.testing.assert_allclose(conv2d(x, k, strides, padding, impl, bias=b),
+                                   conv2d(x, k, strides, padding, "xla") + b, rtol=1e-5, atol=1e-5)
+        ref = jax.grad(loss("xla"), argnums=(0, 1, 2))(x, k, b)
+        new = jax.jit(jax.grad(loss(impl), argnums=(0, 1, 2)))(x, k, b)
+        for g, g_ref in zip(new, ref):
+            np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)

@@ -14,39 +14,17 @@ from-scratch recipe, N(0, 2 / (kh kw cin)), biases zero, BN scale one.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cmemo_jax.models.conv import Conv2D, strided_taps
+from cmemo_jax.models.conv import Conv2D
+from cmemo_jax.models.pooling import max_pool
 
 # N(0, 2 / fan_in): untruncated normal, as MatConvNet's `randn * sqrt(2 / (h w cin))`.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-
-
-def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "slices"):
-    """Max pooling over H, W of NHWC `x`, no padding, output size rounded down.
-
-    impl='slices' takes the maximum of the window's kh*kw strided slices. The forward values are
-    those of `reduce_window`; so are the gradients, except that a tie inside a window shares the
-    gradient instead of giving it all to one element. It exists because XLA:CPU differentiates
-    `reduce_window` max through select-and-scatter, which measured 7x slower than this whole
-    pooling layer's forward + backward (see BENCHMARKS.md); the strided slices' transposes are
-    plain pads that fuse. impl='reduce_window' is flax's `nn.max_pool`.
-    """
-    if impl == "reduce_window":
-        return nn.max_pool(x, window, strides)
-    if impl != "slices":
-        raise ValueError(f"unknown max-pool implementation {impl!r} (use 'slices' or 'reduce_window')")
-    _, h, w, _ = x.shape
-    (kh, kw), (sh, sw) = window, strides
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"max_pool window {window} does not fit input of size {(h, w)}")
-    return functools.reduce(jnp.maximum, strided_taps(x, kh, kw, strides, (oh, ow)))
 
 
 # Convolution lowering per layer (conv1..conv5, fc6) for conv_impl='auto', chosen by measuring the
@@ -55,7 +33,7 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "
 # pooled frequency axis, i.e. a dense layer); for conv2 it wins in isolation but halves the speed
 # of the whole step (a 457 MB patch matrix at batch 16), and XLA's convolution is the faster one
 # for the 3x3 convs. On GPU/TPU XLA's own convolutions (cuDNN, the TPU emitter) are used throughout.
-CPU_CONV_IMPLS = ("patches", "xla", "xla", "xla", "xla", "patches")
+CPU_CONV_IMPLS = ("patches", "gemmgrad", "xla", "xla", "xla", "patches")
 NUM_CONV_LAYERS = 6
 
 
@@ -105,8 +83,8 @@ class Student(nn.Module):
       num_classes: logits out (8 emotions, cmemo_jax.constants.EMOTIONS order).
       dtype: compute dtype (float32, or bfloat16 for mixed precision); parameters and
         batch-norm statistics stay float32.
-      pool_impl: how max pooling is computed ('slices' or 'reduce_window'; same values, see
-        `max_pool`), an implementation choice that does not change the parameters.
+      pool_impl: how max pooling is lowered ('argmax', 'slices' or 'reduce_window'; same values,
+        see cmemo_jax.models.pooling), an implementation choice that does not change the parameters.
       conv_impl: how convolutions are lowered (see cmemo_jax.models.conv): 'auto' (per backend,
         `resolve_conv_impls`), one of 'xla' | 'patches' | 'tapgrad', or six comma-separated
         names for conv1..conv5, fc6. Same values and parameters whichever is chosen.
@@ -119,7 +97,7 @@ class Student(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
-    pool_impl: str = "slices"
+    pool_impl: str = "argmax"
     conv_impl: str = "auto"
 
     def features(self, spectrogram, train: bool = False):
@@ -172,6 +150,6 @@ def student_kwargs(model_config) -> dict:
         "fc7_features": int(model_config["fc7_features"]),
         "num_classes": int(model_config["num_classes"]),
         "dtype": jnp.dtype(get("dtype", "float32")),  # 'bfloat16' included
-        "pool_impl": str(get("pool_impl", "slices")),
+        "pool_impl": str(get("pool_impl", "argmax")),
         "conv_impl": str(get("conv_impl", "auto")),
     }
