@@ -13,6 +13,10 @@ device-resident inputs, interleaved rounds (every variant once per round), media
                   train = forward + distillation_loss_torch + backward + torch.optim.SGD(momentum 0.9,
                   weight_decay 5e-4); fwd = eval + torch.inference_mode; variants eager NCHW, eager
                   channels_last, torch.compile (NCHW). --dtype bfloat16 runs them under torch.autocast.
+                  By default they live in a worker process of their own (--torch_process separate), as
+                  a user runs one framework per process: the two runtimes' allocators and thread pools
+                  then do not compete inside one process. Rounds still interleave every variant, and
+                  only one variant runs at a time.
   matmul:*        dense fp32 (or --dtype) square matmul rate of this machine in the same run
                   (jnp.dot jitted, and torch.mm for reference)
 
@@ -25,7 +29,8 @@ This script imports no TensorFlow (the GPU machine has none).
 
   python benchmarks/bench_student_step.py [--batch_size 16] [--dtype float32|bfloat16]
       [--override model.pool_impl=reduce_window ...] [--repeats 5] [--warmup 2] [--no_compile]
-      [--no_torch] [--sweep 64,128,256] [--peak_tflops 989] [--pause 0.5] [--out result.json]
+      [--no_torch] [--torch_process separate|same] [--sweep 64,128,256] [--peak_tflops 989]
+      [--pause 0.5] [--out result.json]
 """
 from __future__ import annotations
 
@@ -146,7 +151,8 @@ def count_params(config) -> int:
 
 # -------------------------------------------------------------------------------------------- torch
 
-def torch_variants(objective, spectrogram, targets, args, use_cuda: bool) -> tuple[dict, dict]:
+def torch_variants(model_kwargs: dict, temperature: float, spectrogram, targets, dtype: str, no_compile: bool,
+                   use_cuda: bool) -> tuple[dict, dict]:
     """PyTorch train / forward variants on the same inputs. Returns (runners, skipped {name: why})."""
     import contextlib
 
@@ -158,20 +164,17 @@ def torch_variants(objective, spectrogram, targets, args, use_cuda: bool) -> tup
     torch.manual_seed(0)
     device = torch.device("cuda" if use_cuda else "cpu")
     sync = torch.cuda.synchronize if use_cuda else (lambda: None)
-    m = objective.model
-    kwargs = dict(conv_features=tuple(m.conv_features), fc6_features=m.fc6_features,
-                  fc7_features=m.fc7_features, num_classes=m.num_classes)
-    temperature = float(objective.config.loss.temperature)
+    kwargs = dict(model_kwargs)
     x = torch.from_numpy(np.array(spectrogram, dtype=np.float32)).to(device)
     t = torch.from_numpy(np.array(targets, dtype=np.float32)).to(device)
 
     def autocast():
-        if args.dtype == "bfloat16":
+        if dtype == "bfloat16":
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     layouts = {"eager": None, "channels_last": torch.channels_last}
-    if not args.no_compile:
+    if not no_compile:
         layouts["compile"] = None
 
     runners, skipped = {}, {}
@@ -218,16 +221,18 @@ def torch_variants(objective, spectrogram, targets, args, use_cuda: bool) -> tup
 
 # ------------------------------------------------------------------------------------------- matmul
 
-def matmul_variants(n: int, dtypes, use_torch: bool, use_cuda: bool, inner: int) -> tuple[dict, float]:
-    """Square n x n x n matmul runners per dtype (each call runs `inner` matmuls).
+def _matmul_operands(n: int):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
 
-    Names 'matmul:jax:<dtype>' and 'matmul:torch:<dtype>'. Returns (runners, flops per call).
-    """
+
+def jax_matmul_variants(n: int, dtypes, inner: int) -> tuple[dict, float]:
+    """Square n x n x n jnp.dot runners per dtype ('matmul:jax:<dtype>', each call runs `inner`
+    matmuls). Returns (runners, flops per call)."""
     import jax
     import jax.numpy as jnp
 
-    rng = np.random.default_rng(0)
-    a_np, b_np = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    a_np, b_np = _matmul_operands(n)
     dot = jax.jit(jnp.dot)
     runners = {}
     for dtype in dtypes:
@@ -241,25 +246,87 @@ def matmul_variants(n: int, dtypes, use_torch: bool, use_cuda: bool, inner: int)
             out.block_until_ready()
 
         runners[f"matmul:jax:{dtype}"] = run_jax
-        if use_torch:
-            try:
-                import torch
-
-                device = torch.device("cuda" if use_cuda else "cpu")
-                tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-                ta = torch.from_numpy(a_np).to(device=device, dtype=tdt)
-                tb = torch.from_numpy(b_np).to(device=device, dtype=tdt)
-                sync = torch.cuda.synchronize if use_cuda else (lambda: None)
-
-                def run_torch(ta=ta, tb=tb, sync=sync):
-                    for _ in range(inner):
-                        torch.mm(ta, tb)
-                    sync()
-
-                runners[f"matmul:torch:{dtype}"] = run_torch
-            except Exception as e:  # noqa: BLE001
-                print(f"skipped: matmul:torch:{dtype}: {type(e).__name__}: {e}")
     return runners, 2.0 * n ** 3 * inner
+
+
+def torch_matmul_variants(n: int, dtypes, use_cuda: bool, inner: int) -> dict:
+    """The same matmuls with torch.mm ('matmul:torch:<dtype>')."""
+    import torch
+
+    a_np, b_np = _matmul_operands(n)
+    device = torch.device("cuda" if use_cuda else "cpu")
+    sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+    runners = {}
+    for dtype in dtypes:
+        tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        ta = torch.from_numpy(a_np).to(device=device, dtype=tdt)
+        tb = torch.from_numpy(b_np).to(device=device, dtype=tdt)
+
+        def run_torch(ta=ta, tb=tb):
+            for _ in range(inner):
+                torch.mm(ta, tb)
+            sync()
+
+        runners[f"matmul:torch:{dtype}"] = run_torch
+    return runners
+
+
+# ------------------------------------------------------------------------------ PyTorch in a process
+
+def _torch_worker(conn, spec: dict) -> None:
+    """Child process: builds the PyTorch variants and matmuls, then runs one per request.
+
+    Protocol on `conn`: sends ('ready', names, skipped) or ('error', text); then for each received
+    name runs that variant once and sends 'done'; None ends the loop.
+    """
+    try:
+        runners, skipped = torch_variants(spec["model_kwargs"], spec["temperature"], spec["spectrogram"],
+                                          spec["targets"], spec["dtype"], spec["no_compile"], spec["use_cuda"])
+        runners.update(torch_matmul_variants(spec["mm_n"], spec["mm_dtypes"], spec["use_cuda"], spec["mm_inner"]))
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which carries on without torch
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", list(runners), skipped))
+    while True:
+        name = conn.recv()
+        if name is None:
+            break
+        runners[name]()
+        conn.send("done")
+
+
+class TorchProcess:
+    """PyTorch variants in their own process, as a user would run PyTorch: no shared allocator or
+    thread pools with XLA. `runners` are proxies that run one call in the child and wait for it
+    (a pipe round trip, well under a millisecond, is inside the timed interval)."""
+
+    def __init__(self, spec: dict):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_torch_worker, args=(child, spec), daemon=True)
+        self._proc.start()
+        reply = self._conn.recv()
+        if reply[0] == "error":
+            self.close()
+            raise RuntimeError(f"PyTorch worker failed: {reply[1]}")
+        _, names, self.skipped = reply
+        self.runners = {name: (lambda name=name: self._run(name)) for name in names}
+
+    def _run(self, name: str) -> None:
+        self._conn.send(name)
+        if self._conn.recv() != "done":
+            raise RuntimeError(f"PyTorch worker: unexpected reply running {name}")
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.terminate()
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -286,6 +353,9 @@ def main(argv=None):
                         "(default 0.5)")
     p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peers")
     p.add_argument("--no_compile", action="store_true", help="skip the torch.compile variants")
+    p.add_argument("--torch_process", choices=("separate", "same"), default="separate",
+                   help="run the PyTorch peers in their own worker process (default: as users run one framework "
+                        "per process; rounds still interleave) or in this process next to XLA")
     p.add_argument("--matmul_size", type=int, default=None, help="square matmul size (default 2048 CPU, 8192 GPU)")
     p.add_argument("--sweep", default="", help="comma list of batch sizes for a JAX-only batch sweep, e.g. 64,128,256")
     p.add_argument("--peak_tflops", type=float, default=None,
@@ -324,21 +394,40 @@ def main(argv=None):
     runners, flops, extras = jax_variants(config, batch_size)
     objective = extras["objective"]
     print(f"  model: {_common.model_description(objective)}")
-    skipped = {}
-    if not args.no_torch:
-        try:
-            t_run, skipped = torch_variants(objective, extras["spectrogram"], extras["targets"], args, use_cuda)
-            runners.update(t_run)
-        except ImportError as e:
-            skipped["torch"] = f"ImportError: {e}"
-            print(f"skipped: torch: {e}")
     mm_n = args.matmul_size or (8192 if on_gpu else 2048)
     mm_dtypes = ("float32",) if args.dtype == "float32" else ("float32", args.dtype)
-    mm_runners, mm_flops = matmul_variants(mm_n, mm_dtypes, not args.no_torch and "torch" not in skipped,
-                                           use_cuda, inner=10 if on_gpu else 1)
+    mm_inner = 10 if on_gpu else 1
+    mm_runners, mm_flops = jax_matmul_variants(mm_n, mm_dtypes, inner=mm_inner)
     runners.update(mm_runners)
+    skipped, torch_process = {}, None
+    if not args.no_torch:
+        m = objective.model
+        model_kwargs = dict(conv_features=tuple(m.conv_features), fc6_features=m.fc6_features,
+                            fc7_features=m.fc7_features, num_classes=m.num_classes)
+        temperature = float(objective.config.loss.temperature)
+        try:
+            if args.torch_process == "separate":
+                print("starting the PyTorch worker process ...", flush=True)
+                torch_process = TorchProcess(dict(
+                    model_kwargs=model_kwargs, temperature=temperature, spectrogram=extras["spectrogram"],
+                    targets=extras["targets"], dtype=args.dtype, no_compile=args.no_compile, use_cuda=use_cuda,
+                    mm_n=mm_n, mm_dtypes=mm_dtypes, mm_inner=mm_inner))
+                runners.update(torch_process.runners)
+                skipped = dict(torch_process.skipped)
+            else:
+                t_run, skipped = torch_variants(model_kwargs, temperature, extras["spectrogram"], extras["targets"],
+                                                args.dtype, args.no_compile, use_cuda)
+                runners.update(t_run)
+                runners.update(torch_matmul_variants(mm_n, mm_dtypes, use_cuda, mm_inner))
+        except (ImportError, RuntimeError) as e:
+            skipped["torch"] = f"{type(e).__name__}: {e}"
+            print(f"skipped: torch: {e}")
 
-    times = _common.interleaved_times(runners, args.repeats, args.warmup, pause=args.pause)
+    try:
+        times = _common.interleaved_times(runners, args.repeats, args.warmup, pause=args.pause)
+    finally:
+        if torch_process is not None:
+            torch_process.close()
 
     model_flops = flops.get("jax:model-step")
     fwd_flops = flops.get("jax:forward")

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.fc7_features = 1024
     c.model.num_classes = 8
     c.model.dtype = "float32"             # compute dtype; 'bfloat16' = mixed precision on GPU/TPU
-    c.model.pool_impl = "argmax"          # max-pool lowering: 'argmax' | 'slices' | 'reduce_window' (same maths)
+    c.model.pool_impl = "argmax"          # BN+ReLU+max-pool lowering: 'argmax' | 'fused' | 'slices' | 'reduce_window' (same maths)
     c.model.conv_impl = "auto"            # conv lowering: 'auto' | 'xla' | 'patches' | 'tapgrad' | 6 names (same maths)
 
     c.loss = ml_collections.ConfigDict()

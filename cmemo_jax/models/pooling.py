@@ -54,8 +54,10 @@ def _argmax_fwd(x, window, strides):
     return y, (index, x.shape)
 
 
-def _argmax_bwd(window, strides, residuals, g):
-    index, x_shape = residuals
+def scatter_to_argmax(g, index, x_shape, window, strides):
+    """Routes each output's gradient `g` `[n, oh, ow, c]` to the input its window `index` points at
+    (tap number i * kw + j) -> `[n, h, w, c]`: kh*kw masked, strided pads, summed where windows
+    overlap; XLA fuses them into one pass."""
     (kh, kw), (sh, sw) = window, strides
     _, h, w, _ = x_shape
     oh, ow = g.shape[1:3]
@@ -68,7 +70,12 @@ def _argmax_bwd(window, strides, residuals, g):
                          ((0, 0, 0), (i, h - i - (oh - 1) * sh - 1, sh - 1),
                           (j, w - j - (ow - 1) * sw - 1, sw - 1), (0, 0, 0)))
         dx = placed if dx is None else dx + placed
-    return (dx,)
+    return dx
+
+
+def _argmax_bwd(window, strides, residuals, g):
+    index, x_shape = residuals
+    return (scatter_to_argmax(g, index, x_shape, window, strides),)
 
 
 _max_pool_argmax.defvjp(_argmax_fwd, _argmax_bwd)

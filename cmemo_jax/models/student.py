@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cmemo_jax.models import fused
 from cmemo_jax.models.conv import Conv2D
 from cmemo_jax.models.pooling import max_pool
 
@@ -49,8 +50,42 @@ def resolve_conv_impls(conv_impl: str) -> tuple[str, ...]:
     return impls
 
 
+class BatchNormReLUMaxPool(nn.Module):
+    """BatchNorm -> ReLU -> max pool as one op (cmemo_jax.models.fused): the variables and maths of
+    `nn.BatchNorm` (params 'scale', 'bias'; batch_stats 'mean', 'var', biased batch variance,
+    running averages with `momentum`) followed by `nn.relu` and a `window`/`strides` max pool."""
+
+    window: tuple[int, int]
+    strides: tuple[int, int]
+    use_running_average: bool
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, z):
+        c = z.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        window, strides = tuple(self.window), tuple(self.strides)
+        if self.use_running_average:
+            return fused.bn_relu_max_pool_eval(z, scale, bias, ra_mean.value, ra_var.value, self.epsilon,
+                                               window, strides)
+        y, mean, var = fused.bn_relu_max_pool_train(z, scale, bias, self.epsilon, window, strides)
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y
+
+
 class ConvBNReLU(nn.Module):
-    """Conv (bias, zero-initialised) -> BatchNorm -> ReLU, NHWC."""
+    """Conv (bias, zero-initialised) -> BatchNorm -> ReLU [-> max pool `pool` = (window, strides)], NHWC.
+
+    With a pool and pool_impl='fused' the BatchNorm, ReLU and pool run as one op
+    (`BatchNormReLUMaxPool`, same variables under the name 'bn'); otherwise flax's BatchNorm, ReLU
+    and `max_pool(..., pool_impl)`.
+    """
 
     features: int
     kernel: tuple[int, int]
@@ -60,17 +95,26 @@ class ConvBNReLU(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     conv_impl: str = "xla"
+    pool: Any = None
+    pool_impl: str = "argmax"
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = Conv2D(self.features, self.kernel, strides=self.strides, padding=self.padding,
                    impl=self.conv_impl, kernel_init=he_normal, bias_init=nn.initializers.zeros,
                    dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
+        if self.pool is not None and self.pool_impl == "fused":
+            window, strides = self.pool
+            return BatchNormReLUMaxPool(window, strides, use_running_average=not train, momentum=self.bn_momentum,
+                                        epsilon=self.bn_epsilon, name="bn")(x)
         # Batch statistics are reduced in float32 even under bf16 compute (flax's default).
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
                          name="bn")(x)
-        return nn.relu(x)
+        x = nn.relu(x)
+        if self.pool is not None:
+            x = max_pool(x, *self.pool, impl=self.pool_impl)
+        return x
 
 
 class Student(nn.Module):
@@ -83,8 +127,11 @@ class Student(nn.Module):
       num_classes: logits out (8 emotions, cmemo_jax.constants.EMOTIONS order).
       dtype: compute dtype (float32, or bfloat16 for mixed precision); parameters and
         batch-norm statistics stay float32.
-      pool_impl: how max pooling is lowered ('argmax', 'slices' or 'reduce_window'; same values,
-        see cmemo_jax.models.pooling), an implementation choice that does not change the parameters.
+      pool_impl: how BatchNorm -> ReLU -> max pool is lowered: flax's BatchNorm and ReLU followed by
+        a max pool lowered as 'argmax' (default), 'slices' or 'reduce_window'
+        (cmemo_jax.models.pooling), or 'fused', all three as one op with a hand-written backward pass
+        (cmemo_jax.models.fused; slower on XLA:CPU, see BENCHMARKS.md). Same values and parameters
+        whichever is chosen.
       conv_impl: how convolutions are lowered (see cmemo_jax.models.conv): 'auto' (per backend,
         `resolve_conv_impls`), one of 'xla' | 'patches' | 'tapgrad', or six comma-separated
         names for conv1..conv5, fc6. Same values and parameters whichever is chosen.
@@ -105,17 +152,18 @@ class Student(nn.Module):
         if spectrogram.ndim != 3:
             raise ValueError(f"Student expects a spectrogram [batch, freq, time], got shape {spectrogram.shape}")
         c1, c2, c3, c4, c5 = self.conv_features
-        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        block = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                     pool_impl=self.pool_impl)
         impl = dict(zip(("conv1", "conv2", "conv3", "conv4", "conv5", "fc6"), resolve_conv_impls(self.conv_impl)))
         x = spectrogram[..., None].astype(self.dtype)  # NHWC: H = frequency, W = time.
-        x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", conv_impl=impl["conv1"], **block)(x, train)
-        x = max_pool(x, (3, 3), (2, 2), self.pool_impl)
-        x = ConvBNReLU(c2, (5, 5), (2, 2), ((1, 1), (1, 1)), name="conv2", conv_impl=impl["conv2"], **block)(x, train)
-        x = max_pool(x, (3, 3), (2, 2), self.pool_impl)
+        x = ConvBNReLU(c1, (7, 7), (2, 2), ((1, 1), (1, 1)), name="conv1", conv_impl=impl["conv1"],
+                       pool=((3, 3), (2, 2)), **block)(x, train)
+        x = ConvBNReLU(c2, (5, 5), (2, 2), ((1, 1), (1, 1)), name="conv2", conv_impl=impl["conv2"],
+                       pool=((3, 3), (2, 2)), **block)(x, train)
         x = ConvBNReLU(c3, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv3", conv_impl=impl["conv3"], **block)(x, train)
         x = ConvBNReLU(c4, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv4", conv_impl=impl["conv4"], **block)(x, train)
-        x = ConvBNReLU(c5, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv5", conv_impl=impl["conv5"], **block)(x, train)
-        x = max_pool(x, (5, 3), (3, 2), self.pool_impl)
+        x = ConvBNReLU(c5, (3, 3), (1, 1), ((1, 1), (1, 1)), name="conv5", conv_impl=impl["conv5"],
+                       pool=((5, 3), (3, 2)), **block)(x, train)
         if x.shape[1] != 9 or x.shape[2] < 1:
             raise ValueError(
                 f"Student needs 512 frequency bins and >= 65 frames (got spectrogram {spectrogram.shape}, "
