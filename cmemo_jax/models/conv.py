@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -61,6 +62,22 @@ def strided_taps(x, kh, kw, strides, out_hw):
 TAP_MAJOR_MAX_CHANNELS = 8
 
 
+def _tap_major_patches(x, kh, kw, strides, out_hw):
+    """`[kh*kw, cin, n, oh, ow]` patches of padded x `[n, h, w, cin]`: entry (i*kw + j, c, b, r, q) is
+    x[b, i + sh*r, j + sw*q, c].
+
+    One gather with constant indices per image: XLA:CPU writes it in a single pass (56 ms for conv1
+    at batch 16), where kh*kw strided slices and a concatenate take two (144 ms).
+    """
+    (sh, sw), (oh, ow) = strides, out_hw
+    taps = np.arange(kh * kw)
+    rows = (taps // kw)[:, None, None] + sh * np.arange(oh)[None, :, None]   # [kh*kw, oh, 1]
+    cols = (taps % kw)[:, None, None] + sw * np.arange(ow)[None, None, :]    # [kh*kw, 1, ow]
+    per_image = lambda image: image[rows, cols]                               # [h, w] -> [kh*kw, oh, ow]
+    per_batch = jax.vmap(per_image, in_axes=0, out_axes=1)                   # [n, h, w] -> [kh*kw, n, oh, ow]
+    return jax.vmap(per_batch, in_axes=3, out_axes=1)(x)                     # -> [kh*kw, cin, n, oh, ow]
+
+
 def _conv_patches(x, kernel, strides, padding, bias=None):
     """im2col + one GEMM; with `bias`, a row of ones in the patches and the bias as a kernel row, so
     the bias costs no separate pass over the output."""
@@ -73,13 +90,12 @@ def _conv_patches(x, kernel, strides, padding, bias=None):
     if bias is not None:
         weights = jnp.concatenate([weights, bias.reshape(1, cout).astype(weights.dtype)], axis=0)
     if cin < TAP_MAJOR_MAX_CHANNELS:
-        (sh, sw), xc = strides, jnp.moveaxis(x, 3, 0)  # [cin, n, h, w]
-        rows = [lax.slice(xc, (0, 0, i, j), (cin, n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1), (1, 1, sh, sw))
-                for i in range(kh) for j in range(kw)]  # each [cin, n, oh, ow], in the kernel's (i, j, c) order
+        patches = _tap_major_patches(x, kh, kw, strides, (oh, ow))       # [kh*kw, cin, n, oh, ow]
+        patches = patches.reshape(kh * kw * cin, n, oh, ow)
         if bias is not None:
-            rows.append(jnp.ones((1, n, oh, ow), x.dtype))
-        patches = jnp.concatenate(rows, axis=0).reshape(weights.shape[0], n * oh * ow)
-        return lax.dot_general(patches, weights, (((0,), (0,)), ((), ()))).reshape(n, oh, ow, cout)
+            patches = jnp.concatenate([patches, jnp.ones((1, n, oh, ow), x.dtype)], axis=0)
+        return lax.dot_general(patches.reshape(weights.shape[0], n * oh * ow), weights,
+                               (((0,), (0,)), ((), ()))).reshape(n, oh, ow, cout)
     taps = strided_taps(x, kh, kw, strides, (oh, ow))
     if bias is not None:
         taps.append(jnp.ones((n, oh, ow, 1), x.dtype))
