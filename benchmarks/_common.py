@@ -87,6 +87,7 @@ def machine_info() -> dict:
         "python": sys.version.split()[0],
         "versions": package_versions(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
     try:
         with open("/proc/loadavg") as fh:
@@ -112,13 +113,23 @@ def print_machine(info: dict) -> None:
     print(f"# python {info['python']}  jax {v['jax']}  jaxlib {v['jaxlib']}  flax {v['flax']}  "
           f"torch {v['torch']}  tf {v['tensorflow']}  librosa {v['librosa']}")
     print(f"# jax backend {info.get('jax_backend')}  device {info.get('jax_device_kind')} "
-          f"x{info.get('jax_device_count')}  XLA_FLAGS='{info['xla_flags']}'")
+          f"x{info.get('jax_device_count')}  XLA_FLAGS='{info['xla_flags']}'  "
+          f"GLIBC_TUNABLES='{info['glibc_tunables']}'")
+
+
+def restart_as_cli_does() -> None:
+    """Re-executes the running benchmark script the way `python -m cmemo_jax.main` re-executes
+    itself (glibc malloc with transparent huge pages, cmemo_jax.hostmem), so that benchmarks
+    measure what the trainer runs. CMEMO_MALLOC_HUGEPAGES=0 measures without."""
+    from cmemo_jax import hostmem
+
+    hostmem.reexec_with_malloc_hugepages([os.path.abspath(sys.argv[0]), *sys.argv[1:]])
 
 
 # ------------------------------------------------------------------------------------------ timing
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                      verbose: bool = True, pause: float = 0.0) -> dict[str, list[float]]:
+                      verbose: bool = True, pause: float = 0.0, lead_in: int = 0) -> dict[str, list[float]]:
     """Runs each callable `warmup` times, then `repeats` rounds of one call of each, in turn.
 
     Every callable must do one unit of work and block until it is finished (block_until_ready,
@@ -127,6 +138,11 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, war
     `pause` seconds of sleep before each timed call let the previous variant's thread pools (XLA's,
     TensorFlow's and OpenMP's workers spin-wait after work) go idle, so they do not steal cores from
     the next one on a small machine.
+    `lead_in` untimed calls run right before each timed call (after the pause), so the timed call
+    sees the steady state of back-to-back steps, as in training: after an idle pause XLA:CPU's
+    first execution pays again for faulting in its freshly allocated buffers (measured 2.9 s vs
+    2.4 s per full-size student step at batch 16 with huge-page malloc), which a caching
+    allocator such as PyTorch's does not.
     Returns {name: [seconds per round]}.
     """
     for name, fn in fns.items():
@@ -139,6 +155,8 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, war
         for name, fn in fns.items():
             if pause > 0:
                 time.sleep(pause)
+            for _ in range(lead_in):
+                fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

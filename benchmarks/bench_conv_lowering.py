@@ -2,7 +2,8 @@
 
 For every conv layer of the full-size student at its 4-second input size, times the jitted forward
 and forward+backward (kernel gradient always; input gradient for all layers but conv1, whose input
-is the spectrogram) for impl = xla, patches, tapgrad, and prints GFLOP/s from the layer's FLOPs.
+is the spectrogram) for impl = xla, gemmgrad, patches, tapgrad, and prints GFLOP/s from the layer's
+FLOPs. Each timed call follows one untimed call (steady state of back-to-back steps).
 This is the measurement behind `CPU_CONV_IMPLS` in cmemo_jax/models/student.py.
 
     python benchmarks/bench_conv_lowering.py --batch_size 16 [--repeats 5] [--out conv.json]
@@ -30,7 +31,7 @@ LAYERS = [
     ("conv3", (30, 23, 256), (3, 3, 256, 256), (1, 1), ((1, 1), (1, 1)), True),
     ("fc6", (9, 11, 256), (9, 1, 256, 4096), (1, 1), ((0, 0), (0, 0)), True),
 ]
-IMPLS = ("xla", "patches", "tapgrad")
+IMPLS = ("xla", "gemmgrad", "patches", "tapgrad")
 
 
 def main():
@@ -56,7 +57,7 @@ def main():
             fns[(impl, "train")] = jax.jit(jax.grad(loss, argnums=(0, 1) if need_dx else 1))
         calls = {f"{impl}/{kind}": (lambda f=f: jax.block_until_ready(f(x, k)))
                  for (impl, kind), f in fns.items()}
-        times = _common.interleaved_times(calls, repeats=args.repeats, warmup=1, verbose=False)
+        times = _common.interleaved_times(calls, repeats=args.repeats, warmup=1, verbose=False, lead_in=1)
         for impl in IMPLS:
             t_f, t_t = _common.median(times[f"{impl}/fwd"]), _common.median(times[f"{impl}/train"])
             rows.append({"layer": name, "impl": impl, "fwd_s": t_f, "fwd_gflops": fwd_flops / t_f / 1e9,
@@ -69,4 +70,5 @@ def main():
 
 
 if __name__ == "__main__":
+    _common.restart_as_cli_does()
     main()

@@ -168,4 +168,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _common.restart_as_cli_does()
     main()

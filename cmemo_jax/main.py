@@ -35,4 +35,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    import sys
+
+    from cmemo_jax import hostmem
+
+    # Before any work: on CPU hosts, XLA's per-step buffers then come as huge pages (cmemo_jax.hostmem).
+    hostmem.reexec_with_malloc_hugepages(["-m", "cmemo_jax.main", *sys.argv[1:]])
     app.run(main)
