@@ -31,9 +31,10 @@ def test_reexec_sets_the_tunable_once_and_keeps_other_tunables():
 
 
 def test_cli_restarts_and_parses_flags():
-    """`python -m cmemo_jax.main` survives its own re-exec (absl's --help exits 0 after it)."""
+    """`python -m cmemo_jax.main` survives its own re-exec: absl's --help prints the usage (and exits
+    with status 1, absl's convention for usage output) from the restarted process."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-m", "cmemo_jax.main", "--help"], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert "--workdir" in out.stdout + out.stderr
