@@ -240,21 +240,23 @@ def _core(x, dither_key, *, dither_scale: float, dft: str, normalize: bool, eps:
     z = _preemphasis(y)
     frames = _frames(z)                                                  # [..., T, 400]
     half = _half_spectrum_fft(frames) if dft == "fft" else _half_spectrum_matmul(frames)  # [..., T, 257]
+    # Transpose the unique half (not the mirrored whole) to bins-first: the mirror is then a copy of
+    # whole rows, and the one transpose moves half the data (-5 ms of ~57 for 64 clips on CPU).
+    half = jnp.swapaxes(half, -1, -2)                                     # [..., 257, T]
     if normalize:
         # Normalising per bin commutes with mirroring (a mirrored bin holds the same values), so
-        # normalise the unique half over time (axis -2) and mirror last.
-        half = _normalize(half, -2, eps)
-    return _mirror_to_bins_first(half)
+        # normalise the unique half over time and mirror last.
+        half = _normalize(half, -1, eps)
+    return _mirror_bins(half)
 
 
-def _mirror_to_bins_first(half: jnp.ndarray) -> jnp.ndarray:
-    """[..., T, 257] -> [..., 512, T].
+def _mirror_bins(half: jnp.ndarray) -> jnp.ndarray:
+    """[..., 257, T] -> [..., 512, T].
 
     A real frame's spectrum is conjugate-symmetric, |X[512 - k]| = |X[k]|, so bins 257..511 are bins
     255..1 reversed: computing (and normalising) only half and mirroring at the end halves that work.
     """
-    full = jnp.concatenate([half, half[..., _HALF - 1:0:-1]], axis=-1)   # [..., T, 512]
-    return jnp.swapaxes(full, -1, -2)
+    return jnp.concatenate([half, half[..., _HALF - 1:0:-1, :]], axis=-2)
 
 
 def magnitude_spectrogram(waveform, *, sample_rate: int = SAMPLE_RATE, dither_key=None,
