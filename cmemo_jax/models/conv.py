@@ -17,9 +17,11 @@ impl='gemmgrad' XLA's forward convolution; a backward pass built from the operat
                 ordinary stride-1 convolutions; XLA's own transposed convolution of a stride-2
                 layer runs over a zero-dilated map. Stride 1: XLA's transposed convolution.
 impl='patches'  im2col: the kh*kw strided slices of the padded input are concatenated on the
-                channel axis, `[n, oh, ow, kh*kw*cin]`, and multiplied by the kernel reshaped to
-                `[kh*kw*cin, cout]`; autodiff turns this into two more GEMMs and a col2im of
-                pads. Costs memory for the patches, runs at the GEMM rate.
+                channel axis, `[n, oh, ow, kh*kw*cin]` (below 8 input channels: tap-major,
+                `[kh*kw*cin, n*oh*ow]`, built by one gather), and multiplied by the kernel
+                reshaped to `[kh*kw*cin, cout]`, the bias riding in the GEMM as a row of ones;
+                autodiff turns this into two more GEMMs and a col2im of pads. Costs memory for
+                the patches, runs at the GEMM rate.
 impl='s2d'      space-to-depth for stride-2 convolutions: the input's 2x2 blocks become channels
                 and the kernel, zero-padded to even size, is rearranged to match, so the layer
                 is a stride-1 convolution over 4x the channels (1.44x the FLOPs for 5x5);
@@ -58,7 +60,7 @@ def strided_taps(x, kh, kw, strides, out_hw):
 
 # Below this many input channels 'patches' lays the patch matrix out tap-major, `[kh*kw*cin, n*oh*ow]`:
 # concatenating taps on a channel axis this short writes a few bytes per strided run (conv1 has
-# one channel: 49 slices of `[n, oh, ow, 1]`); tap-major, every tap is one contiguous block.
+# one channel: 49 slices of `[n, oh, ow, 1]`); tap-major, every tap's row is contiguous.
 TAP_MAJOR_MAX_CHANNELS = 8
 
 
