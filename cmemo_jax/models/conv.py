@@ -117,24 +117,34 @@ def _kernel_grad_by_taps(x, g, kernel_shape, strides, padding):
     return jnp.stack(taps).reshape(kh, kw, cin, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_tapgrad(x, kernel, strides, padding):
-    return _conv(x, kernel, strides, padding)
+def _conv_with_backward(backward):
+    """XLA's forward convolution with a hand-written backward pass
+    `backward(x, kernel, g, strides, padding) -> (dx, dkernel)`; residuals are x and the kernel."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def conv(x, kernel, strides, padding):
+        return _conv(x, kernel, strides, padding)
+
+    def fwd(x, kernel, strides, padding):
+        return _conv(x, kernel, strides, padding), (x, kernel)
+
+    def bwd(strides, padding, residuals, g):
+        x, kernel = residuals
+        return backward(x, kernel, g, strides, padding)
+
+    conv.defvjp(fwd, bwd)
+    return conv
 
 
-def _tapgrad_fwd(x, kernel, strides, padding):
-    return _conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _tapgrad_bwd(strides, padding, residuals, g):
-    x, kernel = residuals
+def _tapgrad_backward(x, kernel, g, strides, padding):
     _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding), x)
     (dx,) = input_vjp(g)  # dropped by XLA when x needs no gradient (the first layer)
     dk = _kernel_grad_by_taps(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
     return dx, dk
 
 
-conv_tapgrad.defvjp(_tapgrad_fwd, _tapgrad_bwd)
+conv_tapgrad = _conv_with_backward(_tapgrad_backward)
+
 
 # Target size of one chunk's patch matrix in the 'gemmgrad' kernel gradient: large enough for
 # efficient GEMMs, small enough to stay near the caches (measured on conv1/conv2, BENCHMARKS.md).
@@ -187,17 +197,7 @@ def _conv_by_phases(x, kernel, strides, padding):
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_gemmgrad(x, kernel, strides, padding):
-    return _conv(x, kernel, strides, padding)
-
-
-def _gemmgrad_fwd(x, kernel, strides, padding):
-    return _conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _gemmgrad_bwd(strides, padding, residuals, g):
-    x, kernel = residuals
+def _gemmgrad_backward(x, kernel, g, strides, padding):
     conv = _conv if strides == (1, 1) else _conv_by_phases
     # Linear in x: its transpose applied to g is the input gradient (dropped by XLA when x needs
     # no gradient, as for the first layer).
@@ -207,7 +207,7 @@ def _gemmgrad_bwd(strides, padding, residuals, g):
     return dx, dk
 
 
-conv_gemmgrad.defvjp(_gemmgrad_fwd, _gemmgrad_bwd)
+conv_gemmgrad = _conv_with_backward(_gemmgrad_backward)
 
 
 def _conv_space_to_depth(x, kernel, strides, padding):
