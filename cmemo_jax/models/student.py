@@ -133,7 +133,7 @@ class Student(nn.Module):
         (cmemo_jax.models.fused; slower on XLA:CPU, see BENCHMARKS.md). Same values and parameters
         whichever is chosen.
       conv_impl: how convolutions are lowered (see cmemo_jax.models.conv): 'auto' (per backend,
-        `resolve_conv_impls`), one of 'xla' | 'patches' | 'tapgrad', or six comma-separated
+        `resolve_conv_impls`), one of 'xla' | 'gemmgrad' | 'patches' | 'tapgrad' | 's2d', or six comma-separated
         names for conv1..conv5, fc6. Same values and parameters whichever is chosen.
     """
 
