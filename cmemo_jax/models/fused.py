@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cmemo_jax.models.conv import strided_taps
-from cmemo_jax.models.pooling import _output_hw, scatter_to_argmax
+from cmemo_jax.models.pooling import first_argmax, scatter_to_argmax, window_taps
 
 
 def _stats_dtype(z):
@@ -48,27 +47,26 @@ def batch_stats(z):
     return mean, jnp.maximum(0.0, mean2 - mean * mean)
 
 
+def _affine_taps(z, a, b, window, strides):
+    """The pooling window's taps of z and of u = z * a + b (per-channel a, b, in a's dtype)."""
+    taps = window_taps(z, window, strides)
+    return taps, [t.astype(a.dtype) * a + b for t in taps]
+
+
 def _pool_affine(z, a, b, window, strides):
     """Window maxima of u = z * a + b (per-channel a, b): (max u, its first tap index, z there)."""
-    taps = strided_taps(z, *window, strides, _output_hw(z.shape, window, strides))
-    us = [t.astype(a.dtype) * a + b for t in taps]
+    taps, us = _affine_taps(z, a, b, window, strides)
     p = functools.reduce(jnp.maximum, us)
-    index = jnp.zeros(p.shape, jnp.int8)
-    z_at = jnp.zeros(p.shape, a.dtype)
-    for t in reversed(range(len(us))):  # the lowest tap index holding the maximum wins
-        hit = us[t] == p
-        index = jnp.where(hit, jnp.int8(t), index)
-        z_at = jnp.where(hit, taps[t].astype(a.dtype), z_at)
+    index = first_argmax(us, p)
+    z_at = lax.select_n(index.astype(jnp.int32), *[t.astype(a.dtype) for t in taps])
     return p, index, z_at
 
 
 def bn_relu_max_pool_eval(z, scale, bias, mean, var, epsilon, window, strides):
     """Inference: `maxpool(relu(scale * (z - mean) / sqrt(var + eps) + bias))` with given statistics."""
     a = (scale * lax.rsqrt(var + epsilon)).astype(_stats_dtype(z))
-    b = bias - mean * a
-    taps = strided_taps(z, *window, strides, _output_hw(z.shape, window, strides))
-    p = functools.reduce(jnp.maximum, [t.astype(a.dtype) * a + b for t in taps])
-    return jnp.maximum(p, 0.0).astype(z.dtype)
+    _, us = _affine_taps(z, a, bias - mean * a, window, strides)
+    return jnp.maximum(functools.reduce(jnp.maximum, us), 0.0).astype(z.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

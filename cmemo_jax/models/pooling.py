@@ -35,23 +35,28 @@ def _output_hw(x_shape, window, strides):
     return oh, ow
 
 
-def _max_and_first_argmax(x, window, strides):
-    taps = strided_taps(x, *window, strides, _output_hw(x.shape, window, strides))
-    y = functools.reduce(jnp.maximum, taps)
+def window_taps(x, window, strides):
+    """The kh*kw strided slices `[n, oh, ow, c]` of x `[n, h, w, c]` a pooling window reads."""
+    return strided_taps(x, *window, strides, _output_hw(x.shape, window, strides))
+
+
+def first_argmax(taps, y):
+    """int8 index of the first of `taps` that equals their maximum `y` (ties go to the lowest tap)."""
     index = jnp.zeros(y.shape, jnp.int8)
-    for t in reversed(range(len(taps))):  # the lowest tap index holding the maximum wins
+    for t in reversed(range(len(taps))):
         index = jnp.where(taps[t] == y, jnp.int8(t), index)
-    return y, index
+    return index
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _max_pool_argmax(x, window, strides):
-    return functools.reduce(jnp.maximum, strided_taps(x, *window, strides, _output_hw(x.shape, window, strides)))
+    return functools.reduce(jnp.maximum, window_taps(x, window, strides))
 
 
 def _argmax_fwd(x, window, strides):
-    y, index = _max_and_first_argmax(x, window, strides)
-    return y, (index, x.shape)
+    taps = window_taps(x, window, strides)
+    y = functools.reduce(jnp.maximum, taps)
+    return y, (first_argmax(taps, y), x.shape)
 
 
 def scatter_to_argmax(g, index, x_shape, window, strides):
@@ -91,5 +96,5 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "
         _output_hw(x.shape, window, strides)
         return _max_pool_argmax(x, window, strides)
     if impl == "slices":
-        return functools.reduce(jnp.maximum, strided_taps(x, *window, strides, _output_hw(x.shape, window, strides)))
+        return functools.reduce(jnp.maximum, window_taps(x, window, strides))
     raise ValueError(f"unknown max-pool implementation {impl!r} (use one of {', '.join(POOL_IMPLS)})")
