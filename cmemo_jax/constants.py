@@ -3,6 +3,7 @@
 Nothing here imports jax or tensorflow, so data tools, models and tests can all use it.
 """
 import math
+import os
 
 # Emotion order everywhere (FERPlus order; design.md §4).
 EMOTIONS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
@@ -62,3 +63,11 @@ def frame_rows_in_segment(start_s: float, duration_s: float, num_rows: int) -> t
 def max_rows_per_segment(duration_s: float = CROP_SECONDS) -> int:
     """Upper bound on len(frame_rows_in_segment(...)) for any start: the fixed row window size."""
     return int(math.floor(duration_s / FRAME_PERIOD_S)) + 2
+
+
+CACHE_ENV_VAR = "CMEMO_CACHE"
+
+
+def default_cache_dir() -> str:
+    """Where generated corpora and other caches go: $CMEMO_CACHE, else ~/.cache/cmemo_jax."""
+    return os.environ.get(CACHE_ENV_VAR) or os.path.join(os.path.expanduser("~"), ".cache", "cmemo_jax")

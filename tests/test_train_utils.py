@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cmemo_jax import constants
-from cmemo_jax.evaluate.auc import roc_auc, teacher_student_auc
+from cmemo_jax.metrics.auc import roc_auc, teacher_student_auc
 from cmemo_jax.train import state as state_lib
 
 

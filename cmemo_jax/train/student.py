@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 
 from cmemo_jax import constants, losses
 from cmemo_jax.audio import frontend
-from cmemo_jax.evaluate.auc import teacher_student_auc
+from cmemo_jax.metrics.auc import teacher_student_auc
 from cmemo_jax.models import Student
 from cmemo_jax.models.student import student_kwargs
 

@@ -1,1 +1,0 @@
-"""Evaluation: ROC AUC against the teacher (heard / unheard identities), linear probes (later)."""
