@@ -6,7 +6,6 @@ the GPU machine, which has no TensorFlow, can run every benchmark that does not 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -20,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quieter TensorFlow start-up logs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # so `python benchmarks/bench_x.py` finds cmemo_jax and benchmarks.*
+if REPO not in sys.path:  # so `python benchmarks/bench_x.py` finds cmemo_jax, benchmarks.* and tests.*
     sys.path.insert(0, REPO)
 
 # Distribution names to report; the first installed name of each group is used.
@@ -234,7 +233,7 @@ def _parse_value(text: str):
 def apply_overrides(config, overrides: Sequence[str]):
     """Applies 'a.b.c=value' strings (value parsed as a Python literal, else kept as a string).
 
-    New keys may be added (e.g. model.pool_impl, a Student field the config does not list).
+    New keys may be added (e.g. model.bn_momentum, a Student field the config does not list).
     """
     for item in overrides or ():
         if "=" not in item:
@@ -252,35 +251,17 @@ def apply_overrides(config, overrides: Sequence[str]):
 
 
 def make_objective(config):
-    """StudentObjective(config), its model rebuilt with any extra Student fields set in config.model.
+    """StudentObjective(config): every Student field set in config.model (--override model.X=...,
+    e.g. pool_impl or bn_momentum) reaches the model through cmemo_jax.models.registry.build."""
+    from cmemo_jax.tasks.student import StudentObjective
 
-    `build_student` passes only the fields the config normally has; Student implementation fields
-    (pool_impl, bn_momentum, ...) given with --override model.X=... are applied here.
-    """
-    from cmemo_jax.models import Student
-    from cmemo_jax.models.student import student_kwargs
-    from cmemo_jax.train.student import StudentObjective
-
-    objective = StudentObjective(config)
-    fields = {f.name for f in dataclasses.fields(Student)} - {"parent", "name"}
-    base = set(student_kwargs(config.model))
-    extra = {k: config.model[k] for k in config.model.keys() if k in fields and k not in base}
-    unknown = [k for k in config.model.keys() if k not in fields and k not in base]
-    if unknown:
-        raise ValueError(f"config.model has keys that are no Student field: {unknown}; Student fields: "
-                         f"{sorted(fields)}")
-    if extra:
-        objective.model = objective.model.clone(**extra)
-    return objective
+    return StudentObjective(config)
 
 
 def model_description(objective) -> dict:
-    m = objective.model
-    return {"conv_features": list(m.conv_features), "fc6_features": m.fc6_features,
-            "fc7_features": m.fc7_features, "num_classes": m.num_classes, "dtype": str(m.dtype),
-            "pool_impl": getattr(m, "pool_impl", None)}
+    from cmemo_jax.models import constructor_kwargs
 
-
+    return constructor_kwargs(objective.model)
 def cost_flops(compiled) -> float | None:
     """FLOPs from XLA's cost analysis of a compiled executable (a dict, or a list of dicts in older jax)."""
     try:

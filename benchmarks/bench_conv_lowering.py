@@ -2,7 +2,7 @@
 
 For every conv layer of the full-size student at its 4-second input size, times the jitted forward
 and forward+backward (kernel gradient always; input gradient for all layers but conv1, whose input
-is the spectrogram) for impl = xla, gemmgrad, patches, tapgrad, and prints GFLOP/s from the layer's
+is the spectrogram) for every lowering in CONV_IMPLS, and prints GFLOP/s from the layer's
 FLOPs. Each timed call follows one untimed call (steady state of back-to-back steps).
 This is the measurement behind `CPU_CONV_IMPLS` in cmemo_jax/models/student.py.
 
@@ -22,7 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
-from cmemo_jax.models.conv import conv2d  # noqa: E402
+from cmemo_jax.models.conv import CONV_IMPLS, conv2d  # noqa: E402
 
 # name, input [h, w, cin], kernel [kh, kw, cin, cout], strides, padding, needs input gradient
 LAYERS = [
@@ -31,7 +31,7 @@ LAYERS = [
     ("conv3", (30, 23, 256), (3, 3, 256, 256), (1, 1), ((1, 1), (1, 1)), True),
     ("fc6", (9, 11, 256), (9, 1, 256, 4096), (1, 1), ((0, 0), (0, 0)), True),
 ]
-IMPLS = ("xla", "gemmgrad", "patches", "tapgrad")
+IMPLS = CONV_IMPLS
 
 
 def main():

@@ -122,7 +122,7 @@ def measure_step(it, args):
 
     from cmemo_jax.train import sharding as sharding_lib
     from cmemo_jax.train import step as step_lib
-    from cmemo_jax.train.state import make_optimizer
+    from cmemo_jax.train.optim import make_optimizer
 
     config = _common.load_config("student")
     _common.apply_overrides(config, args.override)

@@ -9,7 +9,7 @@ device-resident inputs, interleaved rounds (every variant once per round), media
   jax:model-step  model-only train step on a precomputed float32 spectrogram and precomputed teacher
                   targets (same model, loss and optimizer), jitted, donated
   jax:forward     forward only (eval mode, jitted) on precomputed spectrograms
-  torch:*         benchmarks/torch_student.py TorchStudent on the same precomputed spectrograms:
+  torch:*         tests/torch_student.py TorchStudent on the same precomputed spectrograms:
                   train = forward + distillation_loss_torch + backward + torch.optim.SGD(momentum 0.9,
                   weight_decay 5e-4); fwd = eval + torch.inference_mode; variants eager NCHW, eager
                   channels_last, torch.compile (NCHW). --dtype bfloat16 runs them under torch.autocast.
@@ -74,7 +74,7 @@ def jax_variants(config, batch_size: int, which=("step", "model-step", "forward"
     from cmemo_jax import losses
     from cmemo_jax.train import sharding as sharding_lib
     from cmemo_jax.train import step as step_lib
-    from cmemo_jax.train.state import make_optimizer
+    from cmemo_jax.train.optim import make_optimizer
 
     objective = _common.make_objective(config)
     mesh = sharding_lib.make_mesh()
@@ -174,7 +174,7 @@ def torch_variants(model_kwargs: dict, temperature: float, spectrogram, targets,
 
     import torch
 
-    from benchmarks.torch_student import TorchStudent, distillation_loss_torch
+    from tests.torch_student import TorchStudent, distillation_loss_torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)

@@ -2,8 +2,9 @@
 
 File layout (flax.serialization msgpack): {'format': 'cmemo_jax', 'version': 1,
 'meta': JSON string, 'variables': {'params': ..., 'batch_stats': ...}} with NumPy leaves.
-`meta['kind']` names the model ('student'; the teacher registers itself the same way) and
-`meta['model']` its constructor arguments, so `load` rebuilds the module without any config file.
+`meta['kind']` names the model (a kind of cmemo_jax.models.registry: 'student', 'teacher') and
+`meta['model']` every constructor argument, so `load` rebuilds the module without any config file.
+Every failure to save or load names the file in one line (`ExportError`).
 
 CLI: python -m cmemo_jax.export --workdir=DIR --out=FILE.msgpack [--which=best|latest]
 """
@@ -16,20 +17,21 @@ import jax
 import numpy as np
 from flax import serialization
 
+from cmemo_jax.errors import CmemoError
+
 FORMAT_NAME, FORMAT_VERSION = "cmemo_jax", 1
 
 
-def _model_builders():
-    # Imported lazily: export is used by light CLI tools too.
-    from cmemo_jax.models.student import Student, student_kwargs
-
-    return {"student": lambda cfg: Student(**student_kwargs(cfg))}
+class ExportError(CmemoError, ValueError):
+    """A model file that cannot be written or read; the message names it."""
 
 
 def save(path: str, meta: dict, variables) -> str:
     """Writes `variables` (pytree of arrays) and `meta` (JSON-able dict with 'kind', 'model') to path."""
     if "kind" not in meta or "model" not in meta:
         raise ValueError("export meta needs 'kind' and 'model' entries")
+    if os.path.isdir(path):
+        raise ExportError(f"{path}: is a folder; give the model file's name, e.g. {os.path.join(path, 'model.msgpack')}")
     host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
     blob = serialization.msgpack_serialize({"format": FORMAT_NAME, "version": FORMAT_VERSION,
                                             "meta": json.dumps(meta), "variables": host})
@@ -43,24 +45,33 @@ def save(path: str, meta: dict, variables) -> str:
 
 def load(path: str):
     """-> (model, variables, meta) for any exported cmemo_jax model. Errors name the file."""
+    from cmemo_jax.models import registry  # lazily: light CLI tools import this module too
+
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError as e:
-        raise ValueError(f"{path}: cannot read model file ({e.strerror})") from None
+        raise ExportError(f"{path}: cannot read model file ({e.strerror})") from None
     try:
         tree = serialization.msgpack_restore(blob)
     except Exception as e:  # msgpack raises several unrelated types on garbage
-        raise ValueError(f"{path}: not a cmemo_jax msgpack model ({type(e).__name__})") from None
+        raise ExportError(f"{path}: not a cmemo_jax msgpack model ({type(e).__name__})") from None
     if not isinstance(tree, dict) or tree.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not a cmemo_jax msgpack model (missing format marker)")
+        raise ExportError(f"{path}: not a cmemo_jax msgpack model (missing format marker)")
     if tree.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported model format version {tree.get('version')}")
-    meta = json.loads(tree["meta"])
-    builders = _model_builders()
-    if meta.get("kind") not in builders:
-        raise ValueError(f"{path}: unknown model kind {meta.get('kind')!r}")
-    model = builders[meta["kind"]](meta["model"])
+        raise ExportError(f"{path}: model format version {tree.get('version')!r}, this cmemo_jax reads "
+                          f"version {FORMAT_VERSION} (a newer cmemo_jax wrote it?)")
+    try:
+        meta = json.loads(tree["meta"])
+        kind, kwargs = meta["kind"], meta["model"]
+        if not isinstance(kwargs, dict) or not isinstance(tree["variables"], dict):
+            raise TypeError("model arguments or variables are not mappings")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
+    try:
+        model = registry.build(kind, kwargs)
+    except (ValueError, TypeError) as e:
+        raise ExportError(f"{path}: cannot rebuild the {kind!r} model ({e})") from None
     return model, tree["variables"], meta
 
 
@@ -79,14 +90,14 @@ def main(argv=None):
         raise SystemExit(f"{meta_path}: missing (written by training); is {args.workdir} a training workdir?")
     with open(meta_path) as f:
         meta = json.load(f)
-    ckpt = Checkpointer(args.workdir)
-    manager = ckpt.best if args.which == "best" else ckpt.latest
-    step = manager.latest_step()
-    if step is None:
-        raise SystemExit(f"{args.workdir}: no {args.which} checkpoint")
-    restored = manager.restore(step)  # raw pytree restore: no model or optimiser needed
-    state = restored["state"]
-    save(args.out, meta, {"params": state["params"], "batch_stats": state["batch_stats"]})
+    try:
+        found = Checkpointer(args.workdir).restore_raw(args.which)  # no model or optimiser needed
+        if found is None:
+            raise SystemExit(f"{args.workdir}: no {args.which} checkpoint")
+        state, _, step = found
+        save(args.out, meta, {"params": state["params"], "batch_stats": state["batch_stats"]})
+    except CmemoError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"exported step {step} ({args.which}) of {args.workdir} to {args.out}")
 
 

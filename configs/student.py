@@ -10,6 +10,8 @@ Point it at real EmoVoxCeleb records (made by data_prep/make_voxceleb_records.py
 """
 import ml_collections
 
+from cmemo_jax import constants
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -25,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.cache_in_ram = False           # keep whole tracks in RAM (where they fit)
 
     c.audio = ml_collections.ConfigDict()
-    c.audio.crop_seconds = 4.024          # 64,384 samples -> 512 x 400 spectrogram (paper §5.1)
+    c.audio.crop_samples = constants.CROP_SAMPLES  # 4.024 s at 16 kHz -> 512 x 400 spectrogram (paper §5.1)
     c.audio.dither = True                 # VGGVox dither in training; evaluation is dither-free
     c.audio.dft = "fft"                   # 'fft' | 'matmul' (DFT as matmul, for TPUs)
 
@@ -35,19 +37,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.fc7_features = 1024
     c.model.num_classes = 8
     c.model.dtype = "float32"             # compute dtype; 'bfloat16' = mixed precision on GPU/TPU
-    c.model.pool_impl = "argmax"          # BN+ReLU+max-pool lowering: 'argmax' | 'fused' | 'slices' | 'reduce_window' (same maths)
-    c.model.conv_impl = "auto"            # conv lowering: 'auto' | 'xla' | 'patches' | 'tapgrad' | 6 names (same maths)
+    c.model.pool_impl = "auto"            # max-pool lowering: 'auto' (per backend) | 'argmax' | 'reduce_window' (same maths)
+    c.model.conv_impl = "auto"            # conv lowering: 'auto' | 'xla' | 'gemmgrad' | 'patches' | 6 names (same maths)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "distill"               # 'distill' (paper) | 'l2' (logit regression ablation)
     c.loss.temperature = 2.0
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"                  # 'sgd' (paper) | 'adamw'
+    c.optim.schedule = "log"              # 'log' (paper: 1e-4 -> 1e-5 log-spaced) | 'cosine' | 'constant'
     c.optim.momentum = 0.9
     c.optim.weight_decay = 5e-4
     c.optim.lr_start = 1e-4
     c.optim.lr_end = 1e-5
     c.optim.grad_clip_norm = 0.0
+
+    # Start from a pretrained export (e.g. another run's student.msgpack); `frozen` lists top-level
+    # modules (conv1 ... fc8) that then stay as loaded.
+    c.init = ml_collections.ConfigDict()
+    c.init.from_path = ""
+    c.init.frozen = ()
 
     c.batch_size = 64
     c.num_epochs = 50                     # one random 4 s crop per training track per epoch
@@ -58,6 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_secs = 600         # also save at the first log step after this many seconds
     c.keep_checkpoints = 2
     c.export_path = "student.msgpack"
+    c.nonfinite = "stop"                  # a NaN/inf loss: 'stop' naming the step | 'skip' the step
+    c.selection_metric = ""               # '' -> the task's ('unheard_val/loss', paper §5.1)
+    c.selection_mode = ""                 # '' -> the task's ('min'); 'max' for accuracies / AUCs
+    c.allow_config_change = False         # resume a workdir whose config differs (see README)
     c.stop_at_step = -1                   # tests: stop after this step as if killed
 
     # Multi-host (see README): explicit coordinator, or auto-detection on TPU pods / SLURM.

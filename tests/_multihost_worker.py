@@ -32,14 +32,14 @@ def main():
     import jax
 
     from conftest import load_config
-    from cmemo_jax.train import sharding, state as state_lib, step as step_lib
-    from cmemo_jax.train.student import StudentObjective
+    from cmemo_jax.tasks.student import StudentObjective
+    from cmemo_jax.train import optim, sharding, step as step_lib
 
     assert jax.process_count() == args.num_processes
     config = load_config("student", "tiny")
     objective = StudentObjective(config)
     mesh = sharding.make_mesh()
-    tx = state_lib.make_optimizer(config.optim, total_steps=args.steps)
+    tx = optim.make_optimizer(config.optim, total_steps=args.steps)
     state = step_lib.init_state(objective, tx, jax.random.key(0), objective.example_batch(), mesh)
     train_step = step_lib.make_train_step(objective, tx, mesh)
     rng = np.random.default_rng(123)

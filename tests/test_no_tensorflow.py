@@ -18,12 +18,12 @@ SNIPPET = textwrap.dedent("""
     from cmemo_jax import export, losses
     from cmemo_jax.audio import spectrogram
     from cmemo_jax.models import Student
-    from cmemo_jax.train import loop, sharding, state, step
-    from cmemo_jax.train.student import StudentObjective
+    from cmemo_jax.train import loop, optim, sharding, step
+    from cmemo_jax.tasks.student import StudentObjective
     cfg = load_config("student", "tiny")
     obj = StudentObjective(cfg)
     mesh = sharding.make_mesh()
-    tx = state.make_optimizer(cfg.optim, 2)
+    tx = optim.make_optimizer(cfg.optim, 2)
     st = step.init_state(obj, tx, jax.random.key(0), obj.example_batch(), mesh)
     train_step = step.make_train_step(obj, tx, mesh)
     batch = sharding.device_batch(obj.random_batch(np.random.default_rng(0)), mesh)

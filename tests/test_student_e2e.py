@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from cmemo_jax import export
-from cmemo_jax.train import student
+from cmemo_jax.audio.frontend import spectrogram_from_int16
+from cmemo_jax.data import sources
+from cmemo_jax.phases import student
 from cmemo_jax.train.checkpoint import Checkpointer
 from conftest import REPO, load_config
 
@@ -48,7 +50,7 @@ def test_tiny_run_trains_evaluates_and_exports(trained, synthetic_cache):
     workdir, summary = trained
     from cmemo_jax.data import records
 
-    data_dir = student.resolve_data_dir(tiny_config(synthetic_cache))
+    data_dir = sources.resolve_records_dir(tiny_config(synthetic_cache).data)
     info = records.read_dataset_info(data_dir)
     results = summary["results"]
     for split in ("heard_val", "unheard_val"):
@@ -63,10 +65,9 @@ def test_tiny_run_trains_evaluates_and_exports(trained, synthetic_cache):
 
     model, variables, meta = export.load(os.path.join(workdir, "student.msgpack"))
     assert meta["kind"] == "student" and meta["emotions"][0] == "neutral"
-    best = Checkpointer(workdir).best
-    raw = best.restore(best.latest_step())["state"]
+    raw, _, _ = Checkpointer(workdir).restore_raw("best")
     np.testing.assert_array_equal(variables["params"]["fc8"]["kernel"], raw["params"]["fc8"]["kernel"])
-    spec = student.spectrogram_inputs(np.zeros((2, 64384), np.int16) + 7, student_audio_cfg())
+    spec = spectrogram_from_int16(np.zeros((2, 64384), np.int16) + 7, dft=student_audio_cfg().dft)
     logits = model.apply(variables, spec, train=False)
     assert logits.shape == (2, 8) and np.all(np.isfinite(logits))
 
@@ -95,7 +96,7 @@ _RUN_SNIPPET = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import jax
     from conftest import load_config
-    from cmemo_jax.train import student
+    from cmemo_jax.phases import student
     cfg = load_config("student", "tiny")
     cfg.data.cache_dir = {cache!r}
     cfg.log_every_steps = 1

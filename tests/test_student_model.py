@@ -9,9 +9,7 @@ BatchNorm convention (flax 0.12.8 `nn.BatchNorm`): training normalises with the 
 `ra_var = 0.9 ra_var + 0.1 var_biased`; torch stores the *unbiased* one (`n / (n - 1)` times larger,
 n = batch * H * W). The running means agree exactly; the variances after the n/(n-1) correction.
 """
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +21,7 @@ from cmemo_jax.models.student import Student
 
 torch = pytest.importorskip("torch")
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("torch_student", os.path.join(_REPO, "benchmarks", "torch_student.py"))
-ts = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ts)
+import torch_student as ts  # noqa: E402 - tests/ is on sys.path; needs torch, imported above
 
 torch.set_num_threads(2)
 

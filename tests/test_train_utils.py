@@ -9,11 +9,11 @@ import pytest
 
 from cmemo_jax import constants
 from cmemo_jax.metrics.auc import roc_auc, teacher_student_auc
-from cmemo_jax.train import state as state_lib
+from cmemo_jax.train import optim
 
 
 def test_log_spaced_schedule_endpoints_and_geometric_steps():
-    sched = state_lib.log_spaced_schedule(1e-4, 1e-5, 11)
+    sched = optim.make_schedule(ml_collections.ConfigDict(dict(lr_start=1e-4, lr_end=1e-5)), 11)
     values = np.array([float(sched(i)) for i in range(11)])
     np.testing.assert_allclose(values, np.logspace(-4, -5, 11), rtol=1e-5)
     assert float(sched(50)) == pytest.approx(1e-5, rel=1e-5)  # clamps after the run
@@ -21,7 +21,7 @@ def test_log_spaced_schedule_endpoints_and_geometric_steps():
 
 def test_weight_decay_applies_to_kernels_only():
     cfg = ml_collections.ConfigDict(dict(lr_start=1.0, lr_end=1.0, momentum=0.0, weight_decay=0.5))
-    tx = state_lib.make_optimizer(cfg, total_steps=10)
+    tx = optim.make_optimizer(cfg, total_steps=10)
     params = {"conv": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}, "bn": {"scale": jnp.ones((2,))}}
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)

@@ -28,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmemo_jax.constants import FFT_SIZE, HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES
+from cmemo_jax.constants import FFT_SIZE, HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, num_spectrogram_frames
 
 __all__ = [
     "spectrogram",
+    "spectrogram_from_int16",
     "magnitude_spectrogram",
     "normalize_spectrogram",
     "waveform_from_int16",
@@ -67,7 +68,7 @@ def num_frames(num_samples: int) -> int:
     if num_samples < WINDOW_SAMPLES:
         raise ValueError(
             f"the spectrogram needs at least {WINDOW_SAMPLES} samples (25 ms at 16 kHz), got {num_samples}")
-    return (num_samples - WINDOW_SAMPLES) // HOP_SAMPLES + 1
+    return num_spectrogram_frames(num_samples)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -321,3 +322,12 @@ def spectrogram(waveform, *, sample_rate: int = SAMPLE_RATE, dither_key=None, di
     """
     x = _check_input(waveform, sample_rate, dft)
     return _core(x, dither_key, dither_scale=float(dither_scale), dft=dft, normalize=True, eps=float(eps))
+
+
+def spectrogram_from_int16(audio_int16, *, dft: str = "fft", dither_key=None) -> jnp.ndarray:
+    """`[batch, samples]` int16 PCM at 16 kHz -> `[batch, 512, frames]` normalised spectrogram.
+
+    The one front-end path of training, evaluation, embedding and prediction: what the records
+    store (int16) goes in, what the Student takes comes out.
+    """
+    return spectrogram(waveform_from_int16(audio_int16), sample_rate=SAMPLE_RATE, dither_key=dither_key, dft=dft)

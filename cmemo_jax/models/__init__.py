@@ -1,4 +1,6 @@
-"""Flax models: the speech student (VGG-M + BN) and, later, the SE-ResNet-50 face teacher."""
+"""Flax models: the speech student (VGG-M + BN) and the SE-ResNet-50 face teacher, and the registry
+(`build(kind, kwargs)`) that configs, exports and benchmarks share."""
+from cmemo_jax.models.registry import build, constructor_kwargs
 from cmemo_jax.models.student import Student
 
-__all__ = ["Student"]
+__all__ = ["Student", "build", "constructor_kwargs"]

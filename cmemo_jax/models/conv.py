@@ -1,12 +1,6 @@
 """2-D convolution with the parameters and maths of `flax.linen.Conv`, and a choice of lowering.
 
 impl='xla'      `lax.conv_general_dilated` for the forward pass and XLA's own gradients.
-impl='tapgrad'  same forward; in the backward pass the input gradient is XLA's transposed
-                convolution, and the kernel gradient is computed tap by tap as kh*kw matrix
-                products `slice_ij(x)^T @ dy` -> `[cin, cout]`. XLA:CPU lowers the kernel
-                gradient of a strided convolution to a convolution whose window is the whole
-                output map (e.g. 62x48), which runs far below the machine's matmul rate; the
-                per-tap products are plain GEMMs (BENCHMARKS.md has the numbers).
 impl='gemmgrad' XLA's forward convolution; a backward pass built from the operations XLA:CPU runs
                 near its matmul rate. Kernel gradient: im2col GEMMs `patches^T @ dy` accumulated
                 over chunks of the batch in a `lax.scan`, each chunk's patch matrix a few tens of
@@ -22,10 +16,6 @@ impl='patches'  im2col: the kh*kw strided slices of the padded input are concate
                 reshaped to `[kh*kw*cin, cout]`, the bias riding in the GEMM as a row of ones;
                 autodiff turns this into two more GEMMs and a col2im of pads. Costs memory for
                 the patches, runs at the GEMM rate.
-impl='s2d'      space-to-depth for stride-2 convolutions: the input's 2x2 blocks become channels
-                and the kernel, zero-padded to even size, is rearranged to match, so the layer
-                is a stride-1 convolution over 4x the channels (1.44x the FLOPs for 5x5);
-                XLA:CPU runs stride-1 convolutions faster. Stride 1 falls back to 'xla'.
 All give the same values up to float rounding; parameters ('kernel' HWIO, 'bias') are identical.
 """
 from __future__ import annotations
@@ -50,7 +40,7 @@ def strided_taps(x, kh, kw, strides, out_hw):
     """The kh*kw strided slices `[n, oh, ow, c]` of (padded) x `[n, h, w, c]`, one per window tap.
 
     Slice (i, j) holds x[:, i + sh * r, j + sw * q] for every output position (r, q): the building
-    block of im2col convolution, tap-wise kernel gradients and slice-based max pooling.
+    block of im2col convolution, the chunked kernel gradient and the argmax max pool.
     """
     n, _, _, c = x.shape
     (sh, sw), (oh, ow) = strides, out_hw
@@ -105,18 +95,6 @@ def _conv_patches(x, kernel, strides, padding, bias=None):
     return jnp.dot(patches, weights)
 
 
-def _kernel_grad_by_taps(x, g, kernel_shape, strides, padding):
-    """dL/dkernel `[kh, kw, cin, cout]` from input x `[n, h, w, cin]` and output grad g `[n, oh, ow, cout]`."""
-    kh, kw, cin, cout = kernel_shape
-    oh, ow = g.shape[1:3]
-    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    # [n*oh*ow, cin]^T @ [n*oh*ow, cout]: one GEMM per kernel tap.
-    taps = [lax.dot_general(xs.reshape(-1, cin), g.reshape(-1, cout), (((0,), (0,)), ((), ())),
-                            preferred_element_type=jnp.float32)
-            for xs in strided_taps(x, kh, kw, strides, (oh, ow))]
-    return jnp.stack(taps).reshape(kh, kw, cin, cout)
-
-
 def _conv_with_backward(backward):
     """XLA's forward convolution with a hand-written backward pass
     `backward(x, kernel, g, strides, padding) -> (dx, dkernel)`; residuals are x and the kernel."""
@@ -134,16 +112,6 @@ def _conv_with_backward(backward):
 
     conv.defvjp(fwd, bwd)
     return conv
-
-
-def _tapgrad_backward(x, kernel, g, strides, padding):
-    _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding), x)
-    (dx,) = input_vjp(g)  # dropped by XLA when x needs no gradient (the first layer)
-    dk = _kernel_grad_by_taps(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
-    return dx, dk
-
-
-conv_tapgrad = _conv_with_backward(_tapgrad_backward)
 
 
 # Target size of one chunk's patch matrix in the 'gemmgrad' kernel gradient: large enough for
@@ -210,30 +178,13 @@ def _gemmgrad_backward(x, kernel, g, strides, padding):
 conv_gemmgrad = _conv_with_backward(_gemmgrad_backward)
 
 
-def _conv_space_to_depth(x, kernel, strides, padding):
-    if tuple(strides) != (2, 2):
-        return _conv(x, kernel, strides, padding)
-    kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    oh = (h + sum(padding[0]) - kh) // 2 + 1
-    ow = (w + sum(padding[1]) - kw) // 2 + 1
-    th, tw = -(-kh // 2), -(-kw // 2)               # taps per axis after space-to-depth
-    hp, wp = 2 * (oh - 1) + 2 * th, 2 * (ow - 1) + 2 * tw
-    # Pad (or crop rows no output reads) to exactly hp x wp; extra rows meet zero kernel taps.
-    x = jnp.pad(x, ((0, 0), (padding[0][0], max(hp - h - padding[0][0], 0)),
-                    (padding[1][0], max(wp - w - padding[1][0], 0)), (0, 0)))[:, :hp, :wp]
-    x = x.reshape(n, hp // 2, 2, wp // 2, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp // 2, wp // 2, 4 * cin)
-    k = jnp.pad(kernel, ((0, 2 * th - kh), (0, 2 * tw - kw), (0, 0), (0, 0)))
-    k = k.reshape(th, 2, tw, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(th, tw, 4 * cin, cout)
-    return _conv(x, k, (1, 1), ((0, 0), (0, 0)))
-
-
 _LOWERINGS = {
     "xla": _conv,
     "gemmgrad": conv_gemmgrad,
-    "tapgrad": conv_tapgrad,
-    "s2d": _conv_space_to_depth,
 }
+# Every valid convolution lowering name (the alternatives measured slower on every backend tried,
+# 'tapgrad' and 's2d', are in BENCHMARKS.md and git history, not in the code).
+CONV_IMPLS = ("xla", "gemmgrad", "patches")
 
 
 def conv2d(x, kernel, strides, padding, impl: str = "xla", bias=None):
@@ -246,8 +197,7 @@ def conv2d(x, kernel, strides, padding, impl: str = "xla", bias=None):
     if impl == "patches":  # the bias rides in the GEMM
         return _conv_patches(x, kernel, strides, padding, bias)
     if impl not in _LOWERINGS:
-        raise ValueError(f"unknown convolution implementation {impl!r} "
-                         f"(use one of {', '.join(sorted([*_LOWERINGS, 'patches']))})")
+        raise ValueError(f"unknown convolution implementation {impl!r} (use one of {', '.join(CONV_IMPLS)})")
     out = _LOWERINGS[impl](x, kernel, strides, padding)
     return out if bias is None else out + bias
 

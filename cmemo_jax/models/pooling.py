@@ -6,11 +6,8 @@ impl='argmax'         forward: the maximum of the window's kh*kw strided slices,
                       included), written as kh*kw masked, strided pads that XLA fuses into one pass.
                       The residual is the index map only (1 byte per output), not the forward's
                       chain of partial maxima.
-impl='slices'         the maximum of the strided slices, differentiated by JAX: the chain of
-                      `jnp.maximum`s keeps kh*kw - 1 partial maxima for the backward pass, and ties
-                      share the gradient.
 impl='reduce_window'  flax's `nn.max_pool`; XLA:CPU differentiates it through select-and-scatter.
-Same forward values in all three; BENCHMARKS.md has the measured cost of each.
+Same forward values in both (a third lowering, 'slices', lost: BENCHMARKS.md); BENCHMARKS.md has the measured cost of each.
 """
 from __future__ import annotations
 
@@ -23,7 +20,8 @@ from jax import lax
 
 from cmemo_jax.models.conv import strided_taps
 
-POOL_IMPLS = ("argmax", "slices", "reduce_window")
+# Every valid max-pool lowering name.
+POOL_IMPLS = ("argmax", "reduce_window")
 
 
 def _output_hw(x_shape, window, strides):
@@ -95,6 +93,4 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], impl: str = "
     if impl == "argmax":
         _output_hw(x.shape, window, strides)
         return _max_pool_argmax(x, window, strides)
-    if impl == "slices":
-        return functools.reduce(jnp.maximum, window_taps(x, window, strides))
     raise ValueError(f"unknown max-pool implementation {impl!r} (use one of {', '.join(POOL_IMPLS)})")

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from cmemo_jax.errors import ConfigError
+
 # kind -> (module, class); imported on first use so that light tools need not import every model.
 MODEL_CLASSES = {
     "student": ("cmemo_jax.models.student", "Student"),
@@ -25,7 +27,7 @@ _MODULE_FIELDS = frozenset({"parent", "name"})
 
 def model_class(kind: str):
     if kind not in MODEL_CLASSES:
-        raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(sorted(MODEL_CLASSES))})")
+        raise ConfigError(f"unknown model kind {kind!r} (known: {', '.join(sorted(MODEL_CLASSES))})")
     module_name, class_name = MODEL_CLASSES[kind]
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -61,7 +63,7 @@ def build(kind: str, kwargs: Mapping[str, Any]):
     kwargs = dict(kwargs)
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
-        raise ValueError(f"{kind} model: unknown field(s) {', '.join(unknown)} (valid: {', '.join(fields)})")
+        raise ConfigError(f"{kind} model: unknown field(s) {', '.join(unknown)} (valid: {', '.join(fields)})")
     return cls(**{k: _from_json(k, v) for k, v in kwargs.items()})
 
 
@@ -75,4 +77,4 @@ def kind_of(module) -> str:
         cls = type(module)
         if cls.__name__ == class_name and cls.__module__ == module_name:
             return kind
-    raise ValueError(f"{type(module).__name__} is not a registered cmemo_jax model")
+    raise ConfigError(f"{type(module).__name__} is not a registered cmemo_jax model")

@@ -1,16 +1,18 @@
-"""The shared training loop: resume, sharded steps, periodic eval, checkpoints, best model, export.
+"""The shared training loop: resume, sharded steps, periodic evaluation, checkpoints, best model.
 
-Phases plug in a task (see `cmemo_jax.train.step`) that additionally provides:
+`fit(task, config, workdir)` trains any `cmemo_jax.train.task.Task` and returns the selected state;
+the phase exports it. Config fields used: seed, batch_size, num_train_steps, optim.*, init.*,
+log_every_steps, eval_every_steps, checkpoint_every_steps, checkpoint_every_secs,
+keep_checkpoints, nonfinite, stop_at_step, selection_metric / selection_mode (override the task's).
 
-  example_batch()               a host batch with the training shapes (for init)
-  train_batches(start_step)     iterator of this process's host batches, resumable at a step
-  eval_datasets()               {name: callable returning an iterator of padded host batches}
-  summarize(name, outputs)      host-side metrics from concatenated eval outputs -> dict
-  selection_metric              'name/metric' to minimise for the best checkpoint, e.g. 'unheard_val/loss'
-  export_meta()                 JSON-able description of the model for cmemo_jax.export
+What survives what (README, "When things go wrong"): a checkpoint (state + data position) every
+checkpoint_every_steps / checkpoint_every_secs and at every evaluation; SIGTERM/SIGINT save one
+after the current step; kill -9 loses the steps since the last one, and the rerun replays them
+bit-identically.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,11 +23,23 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from cmemo_jax import export as export_lib
+from cmemo_jax.errors import ConfigError
+from cmemo_jax.train import collect, optim, preemption
 from cmemo_jax.train import sharding as sharding_lib
-from cmemo_jax.train import state as state_lib
 from cmemo_jax.train import step as step_lib
+from cmemo_jax.train import workdir as workdir_lib
 from cmemo_jax.train.checkpoint import Checkpointer, abstract_like
+from cmemo_jax.train.state import TrainState
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """state: the selected TrainState; summary: {'selected_step', 'selection_metric', 'results'}."""
+
+    state: TrainState
+    summary: dict
 
 
 def _format_eta(seconds: float) -> str:
@@ -55,125 +69,183 @@ class Progress:
         return {"steps_per_sec": rate, "examples_per_sec": rate * self.batch_size}
 
 
-def _to_host(tree):
-    return jax.tree.map(lambda x: np.asarray(x), tree)
-
-
 def evaluate(task, eval_step, state, mesh) -> dict:
-    """Runs every eval dataset of the task once; returns {name: summary dict}.
-
-    Eval iterators pad their last batch (valid=False) and, with several processes, yield the same
-    number of batches in every process (cmemo_jax.data.pipeline.eval_batches tops them up with
-    empty batches), so the collective steps stay in lockstep. Batches are streamed: only the
-    per-example outputs are kept on the host.
-    """
+    """Runs every eval dataset of the task once; returns {name: task.summarize(name, outputs)}."""
     results = {}
     for name, make_batches in task.eval_datasets().items():
-        outputs = []
-        for batch in make_batches():
-            out = _to_host(eval_step(state, sharding_lib.device_batch(batch, mesh)))
-            keep = out.pop("valid").astype(bool)
-            outputs.append({k: v[keep] for k, v in out.items()})
+        outputs = collect.collect_outputs(lambda batch: eval_step(state, batch), make_batches(), mesh)
         if not outputs:
             raise ValueError(f"eval dataset {name!r} is empty")
-        merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-        results[name] = task.summarize(name, merged)
+        results[name] = task.summarize(name, outputs)
     return results
 
 
 def _scalars(results: dict) -> dict:
-    flat = {}
-    for name, summary in results.items():
-        for key, value in summary.items():
-            if isinstance(value, (int, float, np.floating, np.integer)):
-                flat[f"{name}/{key}"] = float(value)
-    return flat
+    return {f"{name}/{key}": float(value) for name, summary in results.items()
+            for key, value in summary.items() if isinstance(value, (int, float, np.floating, np.integer))}
 
 
-def fit(task, config, workdir: str) -> dict:
+def _selection(task, config) -> tuple[str, str, str]:
+    metric = config.get("selection_metric", "") or task.selection_metric
+    mode = config.get("selection_mode", "") or getattr(task, "selection_mode", "min")
+    if mode not in ("min", "max") or "/" not in metric:
+        raise ConfigError(f"selection: metric {metric!r} must be 'dataset/metric' and mode {mode!r} 'min' or 'max'")
+    name, key = metric.split("/", 1)
+    return name, key, mode
+
+
+def _better(value: float, best, mode: str) -> bool:
+    if best is None:
+        return math.isfinite(value)
+    return value < best if mode == "min" else value > best
+
+
+def _init_or_resume(task, config, workdir, tx, mesh, init_rng):
+    """(state, progress, checkpointer): resumed from the workdir, else fresh (or from init.from_path)."""
+    state = step_lib.init_state(task, tx, init_rng, task.example_batch(), mesh)
+    ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract_like(state))
+    if restored is not None:
+        state, progress = restored
+        if jax.process_index() == 0:
+            print(f"resuming from step {progress['step']} (checkpoint in {workdir})", flush=True)
+        if progress.get("best_step") == progress["step"] and progress["step"] not in ckpt.best.all_steps():
+            ckpt.save_best(progress["step"], state, dict(progress))  # killed between the two saves
+        return state, progress, ckpt
+    init_path = config.get("init", {}).get("from_path", "")
+    if init_path:
+        from cmemo_jax.train.init_from import load_pretrained
+
+        params, stats, report = load_pretrained(init_path, task.export_meta()["kind"], state.params,
+                                                state.batch_stats)
+        replicated = sharding_lib.replicated(mesh)
+        params, stats = jax.device_put((params, stats), replicated)
+        state = TrainState(step=state.step, params=params, batch_stats=stats,
+                           opt_state=jax.jit(tx.init, out_shardings=replicated)(params))
+        if jax.process_index() == 0:
+            fresh = report["kept_fresh"]
+            print(f"initialised {report['copied']} arrays from {init_path}"
+                  + (f"; freshly initialised: {', '.join(fresh)}" if fresh else ""), flush=True)
+    return state, {"step": 0, "best_metric": None, "best_step": None}, ckpt
+
+
+class _NonFiniteWatch:
+    """Per-step `nonfinite` flags kept on the device until the next check (no per-step sync)."""
+
+    def __init__(self, policy: str):
+        if policy not in NONFINITE_POLICIES:
+            raise ConfigError(f"config.nonfinite={policy!r}: use one of {', '.join(NONFINITE_POLICIES)}")
+        self.policy, self.pending, self.skipped = policy, [], 0
+
+    def add(self, step, flag):
+        self.pending.append((step, flag))
+
+    def check(self):
+        """Raises FloatingPointError naming the first bad step ('stop'), or counts it ('skip')."""
+        if not self.pending:
+            return
+        flags = np.asarray(jax.device_get([f for _, f in self.pending]))
+        bad = [s for (s, _), f in zip(self.pending, flags) if f > 0]
+        self.pending = []
+        if not bad:
+            return
+        if self.policy == "stop":
+            raise FloatingPointError(
+                f"step {bad[0]}: the loss or gradient is not finite (NaN/inf); the weights were not "
+                f"updated and no NaN was saved; lower the learning rate, check the data, or set "
+                f"--config.nonfinite=skip")
+        self.skipped += len(bad)
+        if jax.process_index() == 0:
+            print(f"warning: skipped {len(bad)} step(s) with a non-finite loss (first: step {bad[0]})", flush=True)
+
+
+def fit(task, config, workdir: str) -> FitResult:
     """Train `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
-    Config fields used: seed, batch_size, num_train_steps, optim.*, log_every_steps,
-    eval_every_steps, checkpoint_every_steps, checkpoint_every_secs, keep_checkpoints, export_path.
-    Returns the final evaluation of the best model (and writes it to workdir/results_<phase>.json).
+    Returns the selected state (best on the selection metric, or the last if never evaluated) and
+    its evaluation, also written to workdir/results_<phase>.json.
     """
     # clu's metric writers import TensorFlow (its summary writer); imported here so that this
     # module, like the model and the step, imports on machines without TensorFlow.
     from clu import metric_writers
 
-    os.makedirs(workdir, exist_ok=True)
     mesh = sharding_lib.make_mesh()
     sharding_lib.check_batch_size(config.batch_size, mesh)
     total_steps = int(config.num_train_steps)
-    schedule = state_lib.log_spaced_schedule(config.optim.lr_start, config.optim.lr_end, total_steps)
-    tx = state_lib.make_optimizer(config.optim, total_steps)
+    frozen = tuple(config.get("init", {}).get("frozen", ()) or ())
+    schedule = optim.make_schedule(config.optim, total_steps)
+    tx = optim.make_optimizer(config.optim, total_steps, frozen=frozen)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    selection_name, selection_key, selection_mode = _selection(task, config)
+    watch = _NonFiniteWatch(config.get("nonfinite", "stop"))
 
-    state = step_lib.init_state(task, tx, init_rng, task.example_batch(), mesh)
-    ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    progress = {"step": 0, "best_metric": None, "best_step": None}
-    restored = ckpt.restore_latest(abstract_like(state))
-    if restored is not None:
-        state, progress = restored
-        logging.info("resumed from step %d of %s", progress["step"], workdir)
-        if jax.process_index() == 0:
-            print(f"resuming from step {progress['step']} (checkpoint in {workdir})", flush=True)
+    state, progress, ckpt = _init_or_resume(task, config, workdir, tx, mesh, init_rng)
     start_step = int(progress["step"])
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() == 0:
+        workdir_lib.trim_metrics_log(metrics_path, start_step)
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    writer.write_hparams(_flatten_config(config))
-    train_step = step_lib.make_train_step(task, tx, mesh, lr_schedule=schedule)
+    if start_step == 0:
+        writer.write_hparams(_flatten_config(config))
+    train_step = step_lib.make_train_step(task, tx, mesh, lr_schedule=schedule, frozen=frozen)
     eval_step = step_lib.make_eval_step(task, mesh)
     meter = Progress(total_steps, config.batch_size, start_step)
-    selection_name, selection_key = task.selection_metric.split("/")
 
     batches = task.train_batches(start_step)
     metrics_sum, metrics_count = None, 0
     checkpoint_secs = float(config.get("checkpoint_every_secs", 0) or 0)
     last_save = time.monotonic()
     last_eval = None  # (step, results) of the latest evaluation
-    for step in range(start_step + 1, total_steps + 1):
-        state, metrics = train_step(state, sharding_lib.device_batch(next(batches), mesh), step_rng)
-        progress["step"] = step  # what a checkpoint of `state` taken now records
-        metrics_sum = metrics if metrics_sum is None else jax.tree.map(lambda a, b: a + b, metrics_sum, metrics)
-        metrics_count += 1
-        # The first step (compilation included) is reported too, so slow machines show life at once.
-        is_log = step % config.log_every_steps == 0 or step == total_steps or step == start_step + 1
-        if is_log:
-            means = {k: float(v) / metrics_count for k, v in _to_host(metrics_sum).items()}
-            if not all(math.isfinite(v) for v in means.values()):
-                raise FloatingPointError(f"non-finite training metrics at step {step}: {means}")
-            means.update(meter.report(step, means))
-            scalars = {f"train/{k}": v for k, v in means.items()}
-            writer.write_scalars(step, scalars)
-            _append_jsonl(workdir, step, scalars)
-            metrics_sum, metrics_count = None, 0
-        is_eval = step % config.eval_every_steps == 0 or step == total_steps
-        if is_eval:
-            results = evaluate(task, eval_step, state, mesh)
-            last_eval = (step, results)
-            scalars = _scalars(results)
-            writer.write_scalars(step, scalars)
-            _append_jsonl(workdir, step, scalars)
-            _print_eval(step, results)
-            metric = float(results[selection_name][selection_key])
-            if progress["best_metric"] is None or metric < progress["best_metric"]:
-                progress.update(best_metric=metric, best_step=step)
-                ckpt.save_best(step, state, dict(progress))
-        due = is_log and checkpoint_secs > 0 and _agreed(time.monotonic() - last_save >= checkpoint_secs)
-        if is_eval or due or step % config.checkpoint_every_steps == 0:
-            ckpt.save(step, state, dict(progress))
-            last_save = time.monotonic()
-        writer.flush()
-        if step == config.get("stop_at_step", -1):
-            # Test hook: leave as a killed run would (checkpoints stay, no final export).
-            ckpt.wait()
-            ckpt.close()
-            writer.close()
-            return {"stopped_at_step": step}
-    ckpt.wait()
+    try:
+        with preemption.StopRequests() as stop:
+            for step in range(start_step + 1, total_steps + 1):
+                state, metrics = train_step(state, sharding_lib.device_batch(next(batches), mesh), step_rng)
+                progress["step"] = step  # what a checkpoint of `state` taken now records
+                watch.add(step, metrics["nonfinite"])
+                metrics_sum = metrics if metrics_sum is None else jax.tree.map(lambda a, b: a + b, metrics_sum, metrics)
+                metrics_count += 1
+                # The first step (compilation included) is reported too, so slow machines show life at once.
+                is_log = step % config.log_every_steps == 0 or step == total_steps or step == start_step + 1
+                is_eval = step % config.eval_every_steps == 0 or step == total_steps
+                stop_now = _agreed(stop.signum is not None) or step == config.get("stop_at_step", -1)
+                due = is_log and checkpoint_secs > 0 and _agreed(time.monotonic() - last_save >= checkpoint_secs)
+                is_save = is_eval or due or step % config.checkpoint_every_steps == 0 or stop_now
+                if is_log or is_save:
+                    watch.check()  # before any save: a NaN run stops here, with its weights intact
+                if is_log:
+                    _log_train(writer, metrics_path, meter, step, metrics_sum, metrics_count)
+                    metrics_sum, metrics_count = None, 0
+                is_best = False
+                if is_eval:  # before the save, so that the checkpoint's progress knows the best
+                    results = evaluate(task, eval_step, state, mesh)
+                    last_eval = (step, results)
+                    _log_eval(writer, metrics_path, step, results)
+                    metric = float(results[selection_name][selection_key])
+                    if _better(metric, progress["best_metric"], selection_mode):
+                        progress.update(best_metric=metric, best_step=step)
+                        is_best = True
+                if is_save:
+                    ckpt.save(step, state, dict(progress))
+                    last_save = time.monotonic()
+                if is_best:
+                    ckpt.save_best(step, state, dict(progress))
+                writer.flush()
+                if stop_now:
+                    ckpt.wait()
+                    if stop.signum is not None:
+                        raise preemption.Interrupted(stop.signum, step, workdir)
+                    # Test hook (stop_at_step): leave as a killed run would (no final export).
+                    return FitResult(state, {"stopped_at_step": step})
+        ckpt.wait()
+        return _select_and_report(task, config, workdir, state, ckpt, eval_step, mesh, last_eval, total_steps)
+    finally:
+        writer.close()
+        ckpt.close()
 
-    # Final report and export use the model selected on the validation metric.
+
+def _select_and_report(task, config, workdir, state, ckpt, eval_step, mesh, last_eval, total_steps):
+    """The model selected on the validation metric, its evaluation, results_<phase>.json."""
     best = ckpt.restore_best(abstract_like(state))
     final_step = total_steps
     if best is not None:
@@ -187,14 +259,26 @@ def fit(task, config, workdir: str) -> dict:
     if jax.process_index() == 0:
         with open(os.path.join(workdir, f"results_{config.phase}.json"), "w") as f:
             json.dump(summary, f, indent=2, default=float)
-        if config.get("export_path"):
-            path = os.path.join(workdir, config.export_path)
-            export_lib.save(path, task.export_meta(), {"params": state.params, "batch_stats": state.batch_stats})
-            print(f"exported the model of step {final_step} to {path}", flush=True)
     _print_eval(final_step, final, prefix="selected model")
-    writer.close()
-    ckpt.close()
-    return summary
+    return FitResult(state, summary)
+
+
+def _log_train(writer, metrics_path, meter, step, metrics_sum, metrics_count):
+    host = {k: float(v) for k, v in jax.device_get(metrics_sum).items()}
+    bad = host.pop("nonfinite", 0.0)
+    good = max(metrics_count - bad, 1)
+    means = {k: (v / good if k in ("loss", "grad_norm") else v / metrics_count) for k, v in host.items()}
+    means.update(meter.report(step, means))
+    scalars = {f"train/{k}": v for k, v in means.items()}
+    writer.write_scalars(step, scalars)
+    _append_jsonl(metrics_path, step, scalars)
+
+
+def _log_eval(writer, metrics_path, step, results):
+    scalars = _scalars(results)
+    writer.write_scalars(step, scalars)
+    _append_jsonl(metrics_path, step, scalars)
+    _print_eval(step, results)
 
 
 def _agreed(flag: bool) -> bool:
@@ -204,10 +288,10 @@ def _agreed(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
-def _append_jsonl(workdir: str, step: int, scalars: dict):
+def _append_jsonl(path: str, step: int, scalars: dict):
     """metrics.jsonl: one JSON line per logged step, easy to read back without TensorBoard."""
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        with open(path, "a") as f:
             f.write(json.dumps({"step": step, **scalars}) + "\n")
 
 
@@ -216,8 +300,8 @@ def _print_eval(step: int, results: dict, prefix: str = "eval"):
         return
     for name, summary in results.items():
         parts = [f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, (int, float, np.floating))]
-        extra = f" left_out={summary['left_out']}" if summary.get("left_out") else ""
-        print(f"{prefix} step {step} {name}: " + " ".join(parts) + extra, flush=True)
+        note = f" {summary['note']}" if isinstance(summary.get("note"), str) and summary["note"] else ""
+        print(f"{prefix} step {step} {name}: " + " ".join(parts) + note, flush=True)
 
 
 def _flatten_config(config, prefix=""):

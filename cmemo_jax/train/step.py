@@ -1,19 +1,9 @@
-"""Sharded, jitted train and eval steps, generic over a *task*.
+"""Sharded, jitted train and eval steps, generic over a task (cmemo_jax.train.task.Objective).
 
-A task bundles what differs between phases (student: spectrogram + masked max-pool of teacher
-logits + distillation; teacher: face images + soft-label cross entropy). It provides:
-
-  model                            a flax.linen Module with `__call__(x, train)`
-  model_inputs(batch, rng, train)  on-device preprocessing of a batch -> model input
-  per_example_loss(outputs, batch) `[batch]` losses
-  eval_outputs(outputs, batch)     dict of `[batch, ...]` arrays the evaluation needs
-
-Everything in those methods runs inside the one jitted step, so the spectrogram and the
+Everything in the task's methods runs inside the one jitted step, so the spectrogram and the
 max-pooling of teacher logits are fused with the model on the accelerator.
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -47,14 +37,29 @@ def _forward(task, params, batch_stats, batch, rng, train: bool):
     return task.model.apply(variables, x, train=False), batch_stats
 
 
-def make_train_step(task, tx: optax.GradientTransformation, mesh, lr_schedule=None):
+def _keep_frozen(new_stats, old_stats, frozen):
+    """Batch statistics of frozen top-level modules stay as they were (as loaded)."""
+    if not frozen or not isinstance(new_stats, dict):
+        return new_stats
+    return {k: (old_stats[k] if k in frozen else v) for k, v in new_stats.items()}
+
+
+def make_train_step(task, tx: optax.GradientTransformation, mesh, lr_schedule=None, frozen=()):
     """`step(state, batch, base_rng) -> (state, metrics)`, jitted over the mesh, state donated.
 
-    `lr_schedule` (optional) only adds the current learning rate to the metrics.
+    `lr_schedule` (optional) only adds the current learning rate to the metrics; `frozen` names
+    top-level modules whose batch statistics are not updated (their parameters are frozen by the
+    optimiser, cmemo_jax.train.optim).
+
+    A step whose loss or gradient is not finite changes nothing but the step counter (so no NaN
+    ever reaches the weights or a checkpoint) and reports `nonfinite` = 1; the loop then stops or
+    goes on as `config.nonfinite` says.
 
     The per-step randomness (dither, dropout) is `fold_in(base_rng, state.step)`, so a resumed
     run draws exactly the numbers the uninterrupted run would have.
     """
+    frozen = frozenset(frozen)
+
     def step(state: TrainState, batch: dict, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
 
@@ -64,13 +69,20 @@ def make_train_step(task, tx: optax.GradientTransformation, mesh, lr_schedule=No
             return losses.masked_mean(per_example, batch["valid"]), new_stats
 
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        new_stats = _keep_frozen(new_stats, state.batch_stats, frozen)
+        # A skipped step's loss counts in no logged mean (the loop divides by the finite steps).
+        metrics = {"loss": jnp.where(finite, loss, 0.0), "grad_norm": jnp.where(finite, grad_norm, 0.0),
+                   "nonfinite": 1.0 - finite.astype(jnp.float32)}
         if lr_schedule is not None:
             metrics["learning_rate"] = lr_schedule(state.step)
-        new_state = TrainState(step=state.step + 1, params=params, batch_stats=new_stats,
-                               opt_state=opt_state)
+        new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                               batch_stats=keep(new_stats, state.batch_stats),
+                               opt_state=keep(opt_state, state.opt_state))
         return new_state, metrics
 
     replicated = sharding_lib.replicated(mesh)
