@@ -70,6 +70,7 @@ def build_records(args) -> tuple[str, str, str | None]:
     if args.source == "random":
         records.write_shards(random_tracks(args.num_tracks, args.min_seconds, args.max_seconds), data_dir,
                              "train", args.num_shards)
+        records.write_dataset_info(data_dir, {"source": "random", "num_examples": {"train": args.num_tracks}})
         how = f"random, built in {time.perf_counter() - t0:.1f} s"
     else:
         from cmemo_jax.data import synthetic

@@ -14,6 +14,7 @@ WINDOW_SAMPLES = 400          # 25 ms Hamming window at 16 kHz.
 HOP_SAMPLES = 160             # 10 ms hop at 16 kHz.
 FFT_SIZE = 512                # all 512 bins of a 512-point FFT are kept (VGGVox).
 CROP_SAMPLES = 64_384         # 4.024 s: exactly 400 spectrogram frames.
+INT16_SCALE = 2.0 ** 15       # [-1, 1] floats <-> int16 units (the scale the VGGVox weights were trained on).
 CROP_SECONDS = CROP_SAMPLES / SAMPLE_RATE
 
 # EmoVoxCeleb: one teacher-labelled face frame every 6 video frames at 25 fps = 0.24 s.
@@ -60,9 +61,10 @@ def frame_rows_in_segment(start_s: float, duration_s: float, num_rows: int) -> t
     return first, max(last, first + 1)
 
 
-def max_rows_per_segment(duration_s: float = CROP_SECONDS) -> int:
-    """Upper bound on len(frame_rows_in_segment(...)) for any start: the fixed row window size."""
-    return int(math.floor(duration_s / FRAME_PERIOD_S)) + 2
+def max_rows_per_segment(num_samples: int = CROP_SAMPLES) -> int:
+    """Upper bound on len(frame_rows_in_segment(...)) for a crop of `num_samples` at 16 kHz, any start:
+    the fixed row window size (18 for the 4.024 s crop)."""
+    return int(math.floor(num_samples / SAMPLE_RATE / FRAME_PERIOD_S)) + 2
 
 
 CACHE_ENV_VAR = "CMEMO_CACHE"

@@ -45,13 +45,28 @@ def main(argv):
         sys.exit(2)
 
 
+def parse_flags(argv):
+    """absl flag parsing with one-line errors: a typo'd `--config.x` (ml_collections raises an
+    AttributeError with a suggestion) or a bad value should not print three stacked tracebacks."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        message = str(err)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        # ml_collections wraps its message in a repr: "'\\'batch_sise\\'\\nDid you mean ...'".
+        text = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        message = f"config field not found or not settable: {' '.join(text.split())}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def run():
     """Console-script and `python -m` entry: re-exec with huge-page malloc, then absl's app.run."""
     from cmemo_jax import hostmem
 
     # Before any work: on CPU hosts, XLA's per-step buffers then come as huge pages (cmemo_jax.hostmem).
     hostmem.reexec_with_malloc_hugepages(["-m", "cmemo_jax.main", *sys.argv[1:]])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""Host-side audio I/O: decoding through soundfile and PyAV, down-mixing, channel choice, resampling."""
+"""Host-side audio I/O: decoding through soundfile and PyAV, down-mixing, channel choice, resampling,
+and the rules for bad audio (truncated, NaN / inf, beyond full scale)."""
 import fractions
+import logging
 
 import av
 import numpy as np
 import pytest
 import soundfile as sf
 
-from cmemo_jax.audio import AudioDecodeError, load_audio, resample
+from cmemo_jax.audio import AudioCheck, AudioDecodeError, int16_from_waveform, load_audio, resample
+from cmemo_jax.audio.io import header_frames
 
 
 def dominant_hz(x, sr=16000):
@@ -155,3 +158,109 @@ def test_resample():
     assert same is not x
     with pytest.raises(ValueError):
         resample(x, 0, 16000)
+
+
+# ------------------------------------------------------------------ rules for bad audio (io.py docstring)
+
+def _truncate(path, n_bytes):
+    """Cuts bytes off the end while the header still promises the full length."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - n_bytes])
+
+
+def test_good_file_info_and_unchanged_return_type(tmp_path):
+    path = tmp_path / "good.wav"
+    sf.write(path, tone(440, 0.5, 16000), 16000, subtype="PCM_16")
+    x = load_audio(path)
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape == (8000,)
+    y, check = load_audio(path, return_info=True)
+    np.testing.assert_array_equal(x, y)
+    assert isinstance(check, AudioCheck)
+    assert (check.frames, check.header_frames, check.channels, check.source_sample_rate) == (8000, 8000, 1, 16000)
+    assert check.gain == 1.0 and check.warnings == () and not check.repaired
+    assert abs(check.peak - 0.5) < 1e-3
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_rejected_with_count(tmp_path, bad):
+    x = tone(440, 0.5, 16000)
+    x[[10, 500, 7000]] = bad
+    path = tmp_path / "nonfinite.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"nonfinite\.wav: 3 of 8000 samples are not finite") as info:
+        load_audio(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(AudioDecodeError, match="not finite"):
+        load_audio(path, sample_rate=8000)  # checked before resampling: soxr would smear NaN around
+
+
+def test_non_finite_only_in_an_unused_channel(tmp_path):
+    left, right = tone(440, 0.25, 16000), tone(440, 0.25, 16000)
+    right[5] = np.nan
+    path = tmp_path / "nan_right.wav"
+    sf.write(path, np.stack([left, right], 1), 16000, subtype="FLOAT")
+    assert np.isfinite(load_audio(path, channel=0)).all()     # the samples used are what is checked
+    with pytest.raises(AudioDecodeError, match="1 of 4000 samples are not finite"):
+        load_audio(path)                                       # the mix holds the NaN
+
+
+def test_float_beyond_full_scale_rescaled_and_reported(tmp_path, caplog):
+    x = 5.0 * tone(440, 0.5, 16000, amp=1.0)                   # float wav at +-5
+    x[100] = -5.0                                              # exact peak, negative
+    path = tmp_path / "loud.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="cmemo_jax.audio.io"):
+        y, check = load_audio(path, return_info=True)
+    assert np.abs(y).max() == 1.0                              # rescaled, not clipped
+    np.testing.assert_allclose(y, x / 5.0, rtol=1e-6, atol=1e-7)
+    assert check.repaired and abs(check.peak - 5.0) < 1e-5 and abs(check.gain - 0.2) < 1e-7
+    assert len(check.warnings) == 1 and "loud.wav" in check.warnings[0] and "rescaled by 0.2" in check.warnings[0]
+    assert any("loud.wav" in r.getMessage() for r in caplog.records)
+    # Plain call: same samples, array only; a file exactly at full scale is untouched.
+    np.testing.assert_array_equal(load_audio(path), y)
+    sf.write(tmp_path / "full.wav", x / 5.0, 16000, subtype="FLOAT")
+    assert load_audio(tmp_path / "full.wav", return_info=True)[1].gain == 1.0
+
+
+@pytest.mark.parametrize("fmt, subtype, ext", [("WAV", "PCM_16", "wav"), ("WAV", "FLOAT", "wav"),
+                                               ("WAVEX", "PCM_24", "wav"), ("AIFF", "PCM_16", "aiff")])
+def test_truncated_file_rejected(tmp_path, fmt, subtype, ext):
+    path = tmp_path / f"cut.{ext}"
+    sf.write(path, tone(440, 1.0, 16000), 16000, format=fmt, subtype=subtype)
+    assert header_frames(str(path)) == 16000
+    _truncate(path, 3001)
+    assert len(sf.read(path)[0]) < 16000                       # libsndfile alone returns the short data
+    with pytest.raises(AudioDecodeError, match=r"cut\.\w+: truncated file: the header promises 16000 "
+                                               r"frames, the data holds \d+") as info:
+        load_audio(path)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_flac_rejected(tmp_path):
+    path = tmp_path / "cut.flac"
+    sf.write(path, tone(440, 1.0, 16000), 16000)
+    assert header_frames(str(path)) == 16000
+    _truncate(path, path.stat().st_size // 2)
+    with pytest.raises(AudioDecodeError, match="cut.flac"):
+        load_audio(path)
+
+
+def test_unknown_length_header_is_not_truncation(tmp_path):
+    # Streaming writers leave 0xFFFFFFFF as the data size: the length is unknown, not a promise.
+    path = tmp_path / "stream.wav"
+    sf.write(path, tone(440, 0.5, 16000), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    i = data.index(b"data")
+    data[i + 4:i + 8] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert header_frames(str(path)) is None
+    assert len(load_audio(path)) == 8000
+
+
+def test_int16_round_trip():
+    from cmemo_jax.audio import waveform_from_int16
+
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    np.testing.assert_array_equal(int16_from_waveform(np.asarray(waveform_from_int16(every))), every)
+    np.testing.assert_array_equal(int16_from_waveform(np.array([1.0, -1.0, 1.2, -1.3, 0.5])),
+                                  np.array([32767, -32768, 32767, -32768, 16384], np.int16))

@@ -99,7 +99,7 @@ def test_train_shapes_rows_and_padding(shards):
 def test_small_crop_and_custom_rows(shards):
     crop = 16000
     b = next(pipeline.train_batches(shards[1], batch_size=N, seed=3, crop_samples=crop))
-    rmax = max_rows_per_segment(crop / SAMPLE_RATE)
+    rmax = max_rows_per_segment(crop)
     assert b["audio"].shape == (N, crop) and b["logits"].shape == (N, rmax, 8)
     for i in range(N):
         k = int(b["logits"][i, 0, 7])
@@ -182,3 +182,22 @@ def test_eval_covers_every_track_once(shards):
 def test_count_records(shards):
     assert pipeline.count_records(shards[3]) == N
     assert pipeline.count_records(shards[1][0]) == N
+
+
+def test_pipeline_reads_the_listed_shards_not_a_stale_one(tmp_path):
+    # A split rewritten with another shard count, plus a stale complete-looking shard copied in: the
+    # files the trainer takes (records.list_shards) are exactly those dataset_info.json lists.
+    import shutil
+    d = str(tmp_path)
+    records.write_shards(TRACKS[:6], d, "train", 3)
+    listed = records.write_shards(TRACKS[:6], d, "train", 2)
+    stale = records.write_shards(TRACKS[6:], str(tmp_path / "other"), "train", 1)
+    records.write_dataset_info(d, {"num_examples": {"train": 6}})
+    shutil.copy(stale[0], tmp_path / "train.tfrecord-00000-of-00001")
+    files = records.list_shards(d, "train")
+    assert files == listed
+    assert [f"train.tfrecord-0000{i}-of-00002" for i in range(2)] == records.read_dataset_info(d)["shards"]["train"]
+    assert pipeline.count_records(files) == 6
+    seen = sorted(int(x) for b in pipeline.eval_batches(files, batch_size=4)
+                  for x, v in zip(b["logits"][:, 0, 7], b["valid"]) if v)
+    assert seen == list(range(6))

@@ -103,3 +103,84 @@ def test_dataset_info(tmp_path):
     records.write_dataset_info(str(tmp_path), {"num_examples": {"train": 3}, "source": "test"})
     info = records.read_dataset_info(str(tmp_path))
     assert info["num_examples"] == {"train": 3} and info["sample_rate"] == 16000 and info["source"] == "test"
+
+
+# ------------------------------------------------- shard lists: dataset_info.json names the files to read
+
+def _tracks(n, prefix="t"):
+    return [_track(f"{prefix}{k}", num_samples=100 + k, num_frames=1 + k % 3, seed=k, faces=False)
+            for k in range(n)]
+
+
+def _names(paths):
+    return [os.path.basename(p) for p in paths]
+
+
+def test_dataset_info_lists_written_shards_and_list_shards_reads_only_them(tmp_path):
+    import shutil
+    train = records.write_shards(_tracks(5), str(tmp_path), "train", 2)
+    val = records.write_shards(_tracks(2, "v"), str(tmp_path), "heard_val", 1)
+    records.write_dataset_info(str(tmp_path), {"num_examples": {"train": 5, "heard_val": 2}})
+    info = records.read_dataset_info(str(tmp_path))
+    assert info["shards"] == {"train": _names(train), "heard_val": _names(val)}
+    # A complete-looking shard that is not listed (another run's, a copy) is never read.
+    shutil.copy(val[0], tmp_path / "train.tfrecord-00000-of-00001")
+    assert records.list_shards(str(tmp_path), "train") == train
+    assert records.list_shards(str(tmp_path), "heard_val") == val
+    # A split the list lacks, and a listed file that is gone: one-line errors naming the directory.
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}.*lists no 'unheard_val'") as err:
+        records.list_shards(str(tmp_path), "unheard_val")
+    assert "\n" not in str(err.value)
+    os.remove(train[1])
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: 1 of the 2 'train' shards .* missing"):
+        records.list_shards(str(tmp_path), "train")
+
+
+def test_list_shards_missing_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"records dir {tmp_path / 'nope'} does not exist"):
+        records.list_shards(str(tmp_path / "nope"), "train")
+
+
+def test_rewriting_a_split_replaces_its_shards(tmp_path):
+    records.write_shards(_tracks(6), str(tmp_path), "train", 4)
+    records.write_shards(_tracks(3, "v"), str(tmp_path), "heard_val", 2)
+    new = records.write_shards(_tracks(6), str(tmp_path), "train", 2)
+    assert sorted(os.listdir(tmp_path)) == sorted(_names(new) + [
+        "heard_val.tfrecord-00000-of-00002", "heard_val.tfrecord-00001-of-00002"])
+    records.write_dataset_info(str(tmp_path), {})
+    assert records.list_shards(str(tmp_path), "train") == new
+
+
+def test_dataset_info_discovers_shards_written_elsewhere(tmp_path):
+    # Shards written by another process (nothing remembered here): the one complete set per split.
+    paths = records.write_shards(_tracks(3), str(tmp_path), "train", 3)
+    records._WRITTEN.clear()
+    (tmp_path / "train.tfrecord-00000-of-00003.tmp-99").write_bytes(b"junk")   # killed writer's temp
+    records.write_dataset_info(str(tmp_path), {})
+    assert records.read_dataset_info(str(tmp_path))["shards"] == {"train": _names(paths)}
+    # Two complete sets of one split: it cannot tell which is current.
+    import shutil
+    shutil.copy(paths[0], tmp_path / "train.tfrecord-00000-of-00001")
+    records._WRITTEN.clear()
+    with pytest.raises(ValueError, match="complete shard sets of"):
+        records.write_dataset_info(str(tmp_path), {})
+
+
+def test_old_directory_without_list_falls_back_to_glob_with_warning(tmp_path):
+    paths = records.write_shards(_tracks(4), str(tmp_path), "train", 2)
+    with open(tmp_path / records.DATASET_INFO_FILE, "w") as fh:   # written before the list existed
+        fh.write('{"num_examples": {"train": 4}}')
+    with pytest.warns(UserWarning, match="no shard list"):
+        assert records.list_shards(str(tmp_path), "train") == paths
+    # Mixed shard counts in such a directory are stale shards: an error, not a silent union.
+    import shutil
+    shutil.copy(paths[0], tmp_path / "train.tfrecord-00000-of-00001")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="2 different shard counts"):
+        records.list_shards(str(tmp_path), "train")
+
+
+def test_one_home_for_tf_and_is_remote():
+    from cmemo_jax.data import pipeline, tf_io
+    assert records._tf is tf_io.import_tf and pipeline._tf is tf_io.import_tf
+    assert records.is_remote is tf_io.is_remote and pipeline.is_remote is tf_io.is_remote
+    assert tf_io.is_remote("gs://b/d") and not tf_io.is_remote("/data/d")

@@ -11,12 +11,13 @@ from cmemo_jax.data.voxceleb_records import build_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (rel path without .wav, set code, samples)
+# (rel path without .wav, set code, samples). Track k has 3 + k logit rows (_expected_logits), so its
+# audio lasts about (3 + k) * 0.24 s: the records tool skips tracks whose audio disagrees with their rows.
 TRACKS = [
-    ("id10001/1zcIwhmdeo4/00001", 1, 17000),
-    ("id10001/1zcIwhmdeo4/00002", 1, 9000),
-    ("id10002/Abc_def-123/00001", 2, 12000),
-    ("id10003/xyz/00007", 3, 8000),
+    ("id10001/1zcIwhmdeo4/00001", 1, 12000),
+    ("id10001/1zcIwhmdeo4/00002", 1, 15000),
+    ("id10002/Abc_def-123/00001", 2, 19000),
+    ("id10003/xyz/00007", 3, 23000),
 ]
 
 
@@ -76,6 +77,34 @@ def test_read_wav_int16_exact_and_resampled(tmp_path):
     (tmp_path / "c.wav").write_bytes(b"RIFF garbage")
     with pytest.raises(RuntimeError, match="c.wav"):
         voxceleb.read_wav_int16(str(tmp_path / "c.wav"))
+
+
+def test_read_wav_int16_follows_load_audio_rules(tmp_path):
+    from cmemo_jax.audio import AudioDecodeError
+
+    # Full int16 range, bit-exact through load_audio + int16_from_waveform.
+    a = np.array([-32768, -1, 0, 1, 32767] * 100, np.int16)
+    sf.write(str(tmp_path / "ext.wav"), a, 16000, subtype="PCM_16")
+    np.testing.assert_array_equal(voxceleb.read_wav_int16(str(tmp_path / "ext.wav")), a)
+    # NaN samples: rejected (the old reader turned them into int16 garbage).
+    x = np.full(1000, 0.25, np.float32)
+    x[3] = np.nan
+    sf.write(str(tmp_path / "nan.wav"), x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"nan\.wav: 1 of 1000 samples are not finite") as info:
+        voxceleb.read_wav_int16(str(tmp_path / "nan.wav"))
+    assert isinstance(info.value, RuntimeError)  # old callers catch RuntimeError
+    # Float at +-5: rescaled to full scale (not clipped), repair reported.
+    sf.write(str(tmp_path / "loud.wav"), np.array([5.0, -2.5, 0.0], np.float32), 16000, subtype="FLOAT")
+    y, check = voxceleb.read_wav_int16(str(tmp_path / "loud.wav"), return_info=True)
+    np.testing.assert_array_equal(y, np.array([32767, -16384, 0], np.int16))
+    assert check.repaired and "loud.wav" in check.warnings[0]
+    # Truncated: the header promises more frames than the data holds.
+    sf.write(str(tmp_path / "cut.wav"), _audio(0, 5000), 16000, subtype="PCM_16")
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:-1000])
+    with pytest.raises(RuntimeError, match=r"cut\.wav: truncated file: the header promises 5000 frames, "
+                                           r"the data holds 4500"):
+        voxceleb.read_wav_int16(str(tmp_path / "cut.wav"))
 
 
 # ------------------------------------------------------------------------------------- EmoVoxCeleb
@@ -262,3 +291,125 @@ def test_cli(tmp_path):
     assert len(records.list_shards(str(out), "train")) == 2  # capped at the number of tracks
     assert records.read_dataset_info(str(out))["num_examples"]["heard_val"] == 1
     assert (out / "skipped.txt").read_text() == ""
+
+
+def _read_all(out):
+    """{track_id: track} over the shards list_shards gives for every split."""
+    import tensorflow as tf
+    got = {}
+    for split in ("train", "unheard_val", "heard_val"):
+        try:
+            paths = records.list_shards(str(out), split)
+        except FileNotFoundError:
+            continue
+        for p in paths:
+            for r in tf.data.TFRecordDataset(p).as_numpy_iterator():
+                t = records.decode_track(r)
+                got[t["track_id"]] = t
+    return got
+
+
+def test_build_records_skips_rejected_audio_and_duration_mismatch(tmp_path):
+    wav = _write_tree(tmp_path)
+    extra = {  # track id -> (set, rows, writer of its wav)
+        "id10006/short/00001": (1, 20, lambda p: sf.write(p, np.array([7], np.int16), 16000, subtype="PCM_16")),
+        "id10006/cut/00001": (1, 4, lambda p: (sf.write(p, _audio(1, 15000), 16000, subtype="PCM_16"),
+                                               p.write_bytes(p.read_bytes()[:-2000]))),
+        "id10006/nan/00001": (2, 4, lambda p: sf.write(p, np.full(15000, np.nan, np.float32), 16000,
+                                                       subtype="FLOAT")),
+        "id10006/loud/00001": (3, 4, lambda p: sf.write(p, np.linspace(-5, 5, 15000, dtype=np.float32),
+                                                        16000, subtype="FLOAT")),
+    }
+    for tid, (_, _, write) in extra.items():
+        p = wav / (tid + ".wav")
+        p.parent.mkdir(parents=True)
+        write(p)
+    tracks = list(TRACKS) + [(tid, s, 0) for tid, (s, _, _) in extra.items()]
+    logits = _expected_logits() + [_logits(9, rows) for _, rows, _ in extra.values()]
+    mat = tmp_path / "logits.mat"
+    write_v5(mat, tracks, logits)
+
+    out = tmp_path / "records"
+    summary = build_records(str(mat), str(wav), str(out), log=lambda _: None)
+    skipped = dict(line.split("\t") for line in (out / "skipped.txt").read_text().splitlines())
+    assert set(skipped) == {"id10006/short/00001", "id10006/cut/00001", "id10006/nan/00001"}
+    assert "duration mismatch" in skipped["id10006/short/00001"]
+    assert "1 samples" in skipped["id10006/short/00001"] and "20 logit rows" in skipped["id10006/short/00001"]
+    assert "truncated file" in skipped["id10006/cut/00001"]
+    assert "15000 of 15000 samples are not finite" in skipped["id10006/nan/00001"]
+    assert summary["skipped_by_kind"] == {"duration mismatch": 1, "rejected audio": 2}
+    # The loud float track is rescaled, written and listed as repaired.
+    repaired = (out / "repaired.txt").read_text().splitlines()
+    assert len(repaired) == 1 and repaired[0].startswith("id10006/loud/00001\t") and "rescaled" in repaired[0]
+    assert summary["num_examples"] == {"train": 2, "unheard_val": 1, "heard_val": 2}
+    got = _read_all(out)
+    assert set(got) == {t for t, _, _ in TRACKS} | {"id10006/loud/00001"}
+    loud = got["id10006/loud/00001"]["audio"]
+    assert loud.min() == -32768 and loud.max() == 32767  # peak 5 -> full scale, not clipped flat
+    info = records.read_dataset_info(str(out))
+    assert info["num_skipped"] == 3 and info["num_repaired"] == 1
+
+
+def test_rerun_into_same_out_dir(tmp_path):
+    wav = _write_tree(tmp_path)
+    mat = tmp_path / "logits.mat"
+    write_v5(mat, TRACKS, _expected_logits())
+    out = tmp_path / "out"
+    build_records(str(mat), str(wav), str(out), num_shards={"train": 2}, log=lambda _: None)
+    first = sorted(os.listdir(out))
+    assert "train.tfrecord-00001-of-00002" in first
+
+    # Refused without overwrite; nothing touched.
+    with pytest.raises(FileExistsError, match=r"out is not empty.*--overwrite"):
+        build_records(str(mat), str(wav), str(out), num_shards={"train": 1}, log=lambda _: None)
+    assert sorted(os.listdir(out)) == first
+    spec = importlib.util.spec_from_file_location(
+        "make_voxceleb_records", os.path.join(REPO, "data_prep", "make_voxceleb_records.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = [f"--emovox_mat={mat}", f"--voxceleb_wav_dir={wav}", f"--out_dir={out}", "--num_shards_train=1"]
+    assert mod.main(args) == 2
+    assert sorted(os.listdir(out)) == first
+
+    # With overwrite: the new shard count only, no stale shards, no staging folder left beside.
+    assert mod.main(args + ["--overwrite"]) == 0
+    names = sorted(os.listdir(out))
+    assert [n for n in names if ".tfrecord-" in n] == [
+        "heard_val.tfrecord-00000-of-00001", "train.tfrecord-00000-of-00001",
+        "unheard_val.tfrecord-00000-of-00001"]
+    assert sorted(os.listdir(tmp_path)) == sorted(["wav", "logits.mat", "out"])
+    info = records.read_dataset_info(str(out))
+    assert info["shards"]["train"] == ["train.tfrecord-00000-of-00001"]
+    # What training reads is what dataset_info lists, and it holds every track.
+    assert records.list_shards(str(out), "train") == [str(out / "train.tfrecord-00000-of-00001")]
+    assert set(_read_all(out)) == {t for t, _, _ in TRACKS}
+
+
+def test_duration_rule():
+    from cmemo_jax.constants import frame_row
+    # Audio and rows cut from the same interval always pass: rows = frames 6 r + 1 inside [0, D).
+    for samples in range(800, 16000 * 30, 997):
+        rows = frame_row(samples / 16000 - 1e-9) + 1
+        assert emovoxceleb.duration_problem(samples, rows) is None, (samples, rows)
+        assert emovoxceleb.duration_problem(samples + 3200, rows) is None  # 0.2 s (a few frames) apart
+    msg = emovoxceleb.duration_problem(1, 20)
+    assert msg.startswith("duration mismatch") and "4.80 s" in msg
+    assert emovoxceleb.duration_problem(16000, 2) is not None            # 1 s of audio, 0.48 s of rows
+    assert emovoxceleb.duration_problem(16000, 2, tolerance_s=0.6) is None
+
+
+def test_failed_build_leaves_out_dir_untouched(tmp_path, monkeypatch):
+    wav = _write_tree(tmp_path)
+    mat = tmp_path / "logits.mat"
+    write_v5(mat, TRACKS, _expected_logits())
+    out = tmp_path / "out"
+    build_records(str(mat), str(wav), str(out), log=lambda _: None)
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(records, "write_dataset_info", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_records(str(mat), str(wav), str(out), overwrite=True, log=lambda _: None)
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(["wav", "logits.mat", "out"])  # staging removed

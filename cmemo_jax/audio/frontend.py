@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmemo_jax.constants import FFT_SIZE, HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, num_spectrogram_frames
+from cmemo_jax.constants import (FFT_SIZE, HOP_SAMPLES, INT16_SCALE, SAMPLE_RATE, WINDOW_SAMPLES,
+                                 num_spectrogram_frames)
 
 __all__ = [
     "spectrogram",
@@ -43,7 +44,6 @@ __all__ = [
 
 DC_ALPHA = 0.99          # pole of the DC-removal filter at 16 kHz (VGGVox rm_dc_n_dither).
 PREEMPHASIS = 0.97       # pre-emphasis coefficient.
-INT16_SCALE = 2.0 ** 15  # [-1, 1] floats -> int16 units, the scale the VGGVox weights were trained on.
 _IIR_BLOCK = 128         # block length of the blocked IIR; 0.99**128 = 0.28, carries stay well scaled.
 _HALF = FFT_SIZE // 2    # 256: bins 0..256 are unique for a real frame, 257..511 mirror 255..1.
 _DFTS = ("fft", "matmul")

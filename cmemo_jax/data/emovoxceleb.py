@@ -28,7 +28,14 @@ import os
 
 import numpy as np
 
-from cmemo_jax.constants import NUM_EMOTIONS
+from cmemo_jax.constants import FRAME_PERIOD_S, NUM_EMOTIONS, SAMPLE_RATE, VIDEO_FPS
+
+# How far a track's audio duration may stray from what its logit rows cover (seconds).
+# Row r is video frame 6 r + 1 at 25 fps (constants.frame_row), so a track of D seconds whose rows and
+# audio come from the same interval has n = ceil((25 D - 1) / 6) rows and n * 0.24 s lies in
+# [D - 0.04, D + 0.2): within one row period. Two more video frames (0.08 s) allow for the face
+# track and the audio cut being a frame or two apart.
+DURATION_TOLERANCE_S = FRAME_PERIOD_S + 2 / VIDEO_FPS  # 0.32 s
 
 
 def _err(path, field, msg):
@@ -64,6 +71,24 @@ def logits_problem(logits: np.ndarray) -> str | None:
     if not np.all(np.isfinite(logits)):
         return "logits contain NaN or Inf"
     return None
+
+
+def duration_problem(num_samples: int, num_rows: int, *, sample_rate: int = SAMPLE_RATE,
+                     tolerance_s: float = DURATION_TOLERANCE_S) -> str | None:
+    """Why a track's audio and its logit rows do not belong together (None when they do).
+
+    Accepted iff |num_samples / sample_rate - num_rows * FRAME_PERIOD_S| <= tolerance_s
+    (DURATION_TOLERANCE_S = 0.32 s by default: one row period plus two video frames).
+    Args:
+      num_samples: audio length in samples at `sample_rate` Hz.
+      num_rows: teacher logit rows of the track (one per 0.24 s).
+    """
+    audio_s = num_samples / float(sample_rate)
+    rows_s = num_rows * FRAME_PERIOD_S
+    if abs(audio_s - rows_s) <= tolerance_s:
+        return None
+    return (f"duration mismatch: audio {audio_s:.3f} s ({num_samples} samples) but {num_rows} logit rows "
+            f"cover {rows_s:.2f} s (tolerance {tolerance_s:.2f} s)")
 
 
 def _track_id(name: str) -> str:

@@ -4,7 +4,7 @@ The host only crops int16 audio and slices the teacher-logit rows of the crop; t
 max-pool over the valid rows run on the accelerator (design.md §5: the host must move ~2.3 GB/s of int16
 audio at full H100 speed, so per-element work is a handful of vectorised TF ops and no float audio).
 
-Batch dict (NumPy), B = batch size, R = max_rows (default max_rows_per_segment(crop seconds) = 18)::
+Batch dict (NumPy), B = batch size, R = max_rows (default max_rows_per_segment(crop_samples) = 18)::
 
     audio     int16   [B, crop_samples]   crop of the track, zero-padded at the end for short tracks
     logits    float32 [B, R, 8]           teacher rows first..first+R-1 of the crop (zeros past the track)
@@ -31,13 +31,9 @@ import numpy as np
 
 from cmemo_jax.constants import (CROP_SAMPLES, FRAME_STRIDE, NUM_EMOTIONS, SAMPLE_RATE, VIDEO_FPS,
                                  max_rows_per_segment)
+from cmemo_jax.data.tf_io import import_tf as _tf, is_remote  # lazy TF: models/train import without it
 
 DEFAULT_SHUFFLE_BUFFER = 16_384
-
-
-def _tf():
-    import tensorflow as tf  # lazy: models/train code must import without TF
-    return tf
 
 
 # ----------------------------------------------------------------------------------------- counting
@@ -48,7 +44,7 @@ def _count_file(path: str) -> int:
     Framing: uint64 length, uint32 masked crc of length, data, uint32 masked crc of data.
     """
     n = 0
-    if "://" in path:  # e.g. gs://: same header walk through tf.io.gfile (seek is supported)
+    if is_remote(path):  # e.g. gs://: same header walk through tf.io.gfile (seek is supported)
         tf = _tf()
         size = tf.io.gfile.stat(path).length
         opener = lambda: tf.io.gfile.GFile(path, "rb")  # noqa: E731
@@ -152,7 +148,7 @@ def _crop_element(tf, ex, offset, crop_samples: int, max_rows: int) -> dict:
 
 
 def _default_max_rows(crop_samples: int, max_rows):
-    return max_rows_per_segment(crop_samples / SAMPLE_RATE) if max_rows is None else int(max_rows)
+    return max_rows_per_segment(crop_samples) if max_rows is None else int(max_rows)
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -224,11 +220,12 @@ def train_batches(files: Sequence[str], *, batch_size: int, seed: int,
     """Infinite iterator of training batches (NumPy dicts, see module docstring) for this process.
 
     Args:
-      files: record shards of the training split (records.list_shards).
+      files: record shards of the training split: records.list_shards(data_dir, 'train'), i.e. the
+        files dataset_info.json lists (never a glob, which could pick up another run's shards).
       batch_size: examples per batch on this process (the global batch is batch_size * process_count).
       seed: epoch e uses a shuffle seeded with seed + e and crops keyed on (seed, e, index in epoch).
       crop_samples: crop length in samples at 16 kHz (default 64,384 = 4.024 s = 400 spectrogram frames).
-      max_rows: size R of the logits window; default max_rows_per_segment(crop_samples / 16000).
+      max_rows: size R of the logits window; default max_rows_per_segment(crop_samples).
       process_index, process_count: this host among all; shards by file when the file count divides
         evenly by process_count, else by element.
       start_step: batches already consumed (global step); the iterator starts at batch `start_step`

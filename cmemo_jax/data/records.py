@@ -19,36 +19,74 @@ Serialized features (all scalars int64, arrays as little-endian raw bytes)::
 Raw bytes rather than int64/float lists: decoding is a single ``tf.io.decode_raw`` (no per-value
 varint work) and int16 audio stays half the size of float features.
 
+Directory layout (DATA_DIR, local or a gs:// URL)::
+
+    <split>.tfrecord-XXXXX-of-NNNNN   shards of a split (shard_name), written by write_shards
+    dataset_info.json                 written by write_dataset_info; its 'shards' maps each split to
+                                      the shard file names that make it up (names relative to DATA_DIR)
+
+Readers take a split's files from that list (list_shards), never from a directory glob, so a shard
+left by another run cannot slip into training. Rules:
+
+* write_shards writes every shard under a temporary name and renames them only when all are complete;
+  writing a split replaces it: shards of the same split with another shard count (an earlier run) are
+  removed once the new ones are in place;
+* write_dataset_info records info['shards'] when given, else the shards write_shards last wrote into
+  this directory in this process, else the one complete '<split>.tfrecord-*-of-NNNNN' set it finds on
+  disk per split (several complete sets of one split: ValueError, it cannot tell which is current);
+* list_shards returns exactly the listed files; directories written before the list existed fall back
+  to the glob with a warning (mixed or incomplete shard sets are then an error).
+
 TensorFlow is imported lazily inside the functions so that modules importing this one (for the
 constants or the numpy codecs' signatures) do not pay for or require TensorFlow.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
+import re
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
 
 from cmemo_jax.constants import NUM_EMOTIONS, SAMPLE_RATE
+from cmemo_jax.data import tf_io
+from cmemo_jax.data.tf_io import import_tf as _tf, is_remote  # noqa: F401 - old names, one home
 
 DATASET_INFO_FILE = "dataset_info.json"
+SHARDS_KEY = "shards"  # dataset_info.json: {split: [shard file names relative to DATA_DIR]}
 
+# Canonical shard names (shard_name); temp files ('...-of-00004.tmp-123') do not match.
+_SHARD_RE = re.compile(r"^(?P<split>.+)\.tfrecord-(?P<index>\d+)-of-(?P<count>\d+)$")
 
-def _tf():
-    import tensorflow as tf  # lazy: only the input pipeline needs TF
-    return tf
-
-
-def is_remote(path: str) -> bool:
-    """True for URLs such as gs://bucket/dir (handled through tf.io.gfile instead of os)."""
-    return "://" in str(path)
+# (directory key, split) -> shard names the last write_shards call of this process wrote there.
+# write_dataset_info reads it so that writers which do not pass info['shards'] (synthetic.py) still
+# get exactly the files they wrote listed.
+_WRITTEN: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
 def shard_name(split_name: str, index: int, num_shards: int) -> str:
     """File name of shard `index` of `num_shards` for a split, e.g. 'train.tfrecord-00000-of-00004'."""
     return f"{split_name}.tfrecord-{index:05d}-of-{num_shards:05d}"
+
+
+def _dir_key(data_dir: str) -> str:
+    return str(data_dir).rstrip("/") if is_remote(data_dir) else os.path.abspath(data_dir)
+
+
+def _shard_sets(names: Iterable[str]) -> dict[str, dict[int, dict[int, str]]]:
+    """Canonical shard names -> {split: {shard count N: {index: name}}} (other names ignored)."""
+    out: dict[str, dict[int, dict[int, str]]] = {}
+    for name in names:
+        m = _SHARD_RE.match(name)
+        if m:
+            out.setdefault(m["split"], {}).setdefault(int(m["count"]), {})[int(m["index"])] = name
+    return out
+
+
+def _is_complete(count: int, by_index: dict[int, str]) -> bool:
+    return set(by_index) == set(range(count))
 
 
 def _validate(track: dict) -> dict:
@@ -172,18 +210,17 @@ def write_shards(tracks: Iterable[dict], out_dir: str, split_name: str, num_shar
     """Writes tracks round-robin into `num_shards` TFRecord files; returns their paths (sorted).
 
     Each shard is written to '<name>.tmp-<pid>' and renamed only after all shards are complete, so a
-    killed writer never leaves a complete-looking shard (list_shards ignores the .tmp files).
+    killed writer never leaves a complete-looking shard (list_shards ignores the .tmp files). Writing a
+    split replaces it: once the new shards are in place, shards of the same split with another shard
+    count (left by an earlier run) are removed. The names are remembered for write_dataset_info.
     Invalid tracks raise ValueError (nothing is renamed into place in that case).
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     tf = _tf()
-    remote = is_remote(out_dir)
-    if remote:
-        tf.io.gfile.makedirs(out_dir)
-    else:
-        os.makedirs(out_dir, exist_ok=True)
-    finals = [os.path.join(out_dir, shard_name(split_name, k, num_shards)) for k in range(num_shards)]
+    tf_io.makedirs(out_dir)
+    names = [shard_name(split_name, k, num_shards) for k in range(num_shards)]
+    finals = [tf_io.join(out_dir, n) for n in names]
     temps = [f"{p}.tmp-{os.getpid()}" for p in finals]
     writers = [tf.io.TFRecordWriter(p) for p in temps]
     ok = False
@@ -196,25 +233,88 @@ def write_shards(tracks: Iterable[dict], out_dir: str, split_name: str, num_shar
             w.close()
         if not ok:
             for p in temps:
-                if tf.io.gfile.exists(p):
-                    tf.io.gfile.remove(p)
+                if tf_io.exists(p):
+                    tf_io.remove(p)
     for tmp, final in zip(temps, finals):
-        if remote:
-            tf.io.gfile.rename(tmp, final, overwrite=True)
-        else:
-            os.replace(tmp, final)
+        tf_io.rename(tmp, final)
+    _remove_other_shard_sets(out_dir, split_name, keep=set(names))
+    _WRITTEN[(_dir_key(out_dir), split_name)] = tuple(names)
     return finals
 
 
+def _remove_other_shard_sets(out_dir: str, split_name: str, keep: set[str]) -> None:
+    """Deletes canonical shards of `split_name` in out_dir that are not in `keep` (stale shard counts)."""
+    for by_index in _shard_sets(tf_io.listdir(out_dir)).get(split_name, {}).values():
+        for name in by_index.values():
+            if name not in keep:
+                tf_io.remove(tf_io.join(out_dir, name))
+
+
 def list_shards(data_dir: str, split_name: str) -> list[str]:
-    """Sorted complete shard paths of a split; FileNotFoundError naming the directory if there are none."""
-    pattern = os.path.join(data_dir, f"{split_name}.tfrecord-*-of-*")
-    found = _tf().io.gfile.glob(pattern) if is_remote(data_dir) else glob.glob(pattern)
-    files = sorted(p for p in found if ".tmp" not in os.path.basename(p))
-    if not files:
+    """Paths of the shards that make up a split, as DATA_DIR/dataset_info.json lists them (in order).
+
+    Directories without a shard list (written before it existed, or shards without dataset_info) fall
+    back to the complete '<split>.tfrecord-*-of-NNNNN' set on disk, with a warning.
+    Raises:
+      FileNotFoundError (one line naming the directory): the directory does not exist, it holds no
+        shards of the split, or a listed shard is missing.
+      ValueError: no list and the directory holds mixed or incomplete shard sets of the split.
+    """
+    if not tf_io.isdir(data_dir):
+        raise FileNotFoundError(f"records dir {data_dir} does not exist")
+    listed = _listed_shards(data_dir)
+    if listed is None:
+        return _glob_shards(data_dir, split_name)
+    names = listed.get(split_name) or []
+    if not names:
+        splits = ", ".join(sorted(k for k, v in listed.items() if v)) or "none"
+        raise FileNotFoundError(f"{tf_io.join(data_dir, DATASET_INFO_FILE)} lists no '{split_name}' "
+                                f"record shards (splits listed: {splits})")
+    paths = [tf_io.join(data_dir, n) for n in names]
+    missing = [n for n, p in zip(names, paths) if not tf_io.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"{data_dir}: {len(missing)} of the {len(names)} '{split_name}' shards that "
+                                f"{DATASET_INFO_FILE} lists are missing (first: {missing[0]})")
+    return paths
+
+
+def _listed_shards(data_dir: str) -> dict[str, list[str]] | None:
+    """info['shards'] of DATA_DIR/dataset_info.json; None when there is no file or no list in it."""
+    if not tf_io.exists(tf_io.join(data_dir, DATASET_INFO_FILE)):
+        return None
+    listed = read_dataset_info(data_dir).get(SHARDS_KEY)
+    if listed is None:
+        return None
+    _check_shard_list(tf_io.join(data_dir, DATASET_INFO_FILE), listed)
+    return listed
+
+
+def _check_shard_list(where: str, listed) -> None:
+    """ValueError naming `where` unless `listed` is {split: [file names inside the directory]}."""
+    ok = isinstance(listed, dict) and all(
+        isinstance(v, list) and all(isinstance(n, str) and n and "/" not in n and "\\" not in n for n in v)
+        for v in listed.values())
+    if not ok:
+        raise ValueError(f"{where}: '{SHARDS_KEY}' must map each split to a list of shard file names, "
+                         f"got {str(listed)[:200]}")
+
+
+def _glob_shards(data_dir: str, split_name: str) -> list[str]:
+    """The one complete canonical shard set of a split on disk (directories without a shard list)."""
+    warnings.warn(f"{data_dir}: no shard list ({DATASET_INFO_FILE} missing, or written before it listed "
+                  f"shards); taking the '{split_name}' shards from the directory listing", stacklevel=3)
+    sets = _shard_sets(tf_io.listdir(data_dir)).get(split_name, {})
+    if not sets:
         raise FileNotFoundError(
             f"no '{split_name}' record shards ({split_name}.tfrecord-*-of-*) in {data_dir}")
-    return files
+    if len(sets) > 1:
+        raise ValueError(f"{data_dir}: '{split_name}' shards of {len(sets)} different shard counts "
+                         f"({', '.join(map(str, sorted(sets)))}): stale shards of an earlier run; rewrite "
+                         f"the directory")
+    (count, by_index), = sets.items()
+    if not _is_complete(count, by_index):
+        raise ValueError(f"{data_dir}: '{split_name}' has {len(by_index)} of its {count} shards")
+    return [tf_io.join(data_dir, by_index[i]) for i in range(count)]
 
 
 def feature_spec() -> dict:
@@ -249,10 +349,20 @@ def parse_example(serialized_tensor) -> dict:
 
 def write_dataset_info(data_dir: str, info: dict[str, Any]) -> str:
     """Writes `info` (e.g. {'num_examples': {'train': n, ...}, 'sample_rate': 16000, 'source': ...}) as
-    DATA_DIR/dataset_info.json atomically; returns the path. 'sample_rate' defaults to 16000."""
+    DATA_DIR/dataset_info.json atomically; returns the path.
+
+    'sample_rate' defaults to 16000. 'shards' ({split: [shard file names]}, what list_shards reads)
+    defaults to the shards found by ``_shards_to_list`` (module docstring): call this after the shards
+    are written.
+    """
     info = dict(info)
     info.setdefault("sample_rate", SAMPLE_RATE)
-    path = os.path.join(data_dir, DATASET_INFO_FILE)
+    if SHARDS_KEY in info:
+        info[SHARDS_KEY] = {k: list(v) for k, v in info[SHARDS_KEY].items()}
+        _check_shard_list(f"write_dataset_info({data_dir})", info[SHARDS_KEY])
+    else:
+        info[SHARDS_KEY] = _shards_to_list(data_dir)
+    path = tf_io.join(data_dir, DATASET_INFO_FILE)
     text = json.dumps(info, indent=2, sort_keys=True)
     if is_remote(data_dir):
         tf = _tf()
@@ -268,9 +378,31 @@ def write_dataset_info(data_dir: str, info: dict[str, Any]) -> str:
     return path
 
 
+def _shards_to_list(data_dir: str) -> dict[str, list[str]]:
+    """{split: shard names} for dataset_info: what write_shards last wrote here in this process, else the
+    single complete shard set per split on disk. ValueError if a split has several complete sets."""
+    on_disk = tf_io.listdir(data_dir) if tf_io.isdir(data_dir) else []
+    present = set(on_disk)
+    key = _dir_key(data_dir)
+    out = {split: list(names) for (k, split), names in _WRITTEN.items()
+           if k == key and names and present.issuperset(names)}
+    for split, sets in _shard_sets(on_disk).items():
+        if split in out:
+            continue
+        complete = sorted(n for n, by_index in sets.items() if _is_complete(n, by_index))
+        if len(complete) > 1:
+            raise ValueError(f"{data_dir}: '{split}' has complete shard sets of {complete} files; cannot tell "
+                             f"which is current (pass info['{SHARDS_KEY}'] or remove the stale ones)")
+        if complete:
+            out[split] = [sets[complete[0]][i] for i in range(complete[0])]
+        else:
+            warnings.warn(f"{data_dir}: '{split}' holds only an incomplete shard set; not listed")
+    return out
+
+
 def read_dataset_info(data_dir: str) -> dict[str, Any]:
     """Reads DATA_DIR/dataset_info.json; FileNotFoundError naming the path if it is missing."""
-    path = os.path.join(data_dir, DATASET_INFO_FILE)
+    path = tf_io.join(data_dir, DATASET_INFO_FILE)
     if is_remote(data_dir):
         tf = _tf()
         if not tf.io.gfile.exists(path):

@@ -11,6 +11,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from cmemo_jax.constants import default_cache_dir
+from cmemo_jax.data.tf_io import is_remote
 from cmemo_jax.errors import ConfigError
 
 SOURCES = ("synthetic", "records")
@@ -24,7 +25,7 @@ def check_data_config(data_config) -> None:
         path = data_config.records_dir
         if not path:
             raise ConfigError("config.data.source='records' needs config.data.records_dir")
-        if "://" not in path and not os.path.isdir(path):
+        if not is_remote(path) and not os.path.isdir(path):
             raise ConfigError(f"config.data.records_dir={path}: no such folder")
 
 

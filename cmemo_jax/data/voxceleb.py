@@ -2,7 +2,8 @@
 
 `iden_split.txt` lines look like ``1 id10006/x/00003.wav`` (1 train, 2 val, 3 test: the identification
 split; EmoVoxCeleb has its own `set` codes, see emovoxceleb.py). Errors on malformed lines are one line
-naming the file and line number.
+naming the file and line number. Audio is decoded by cmemo_jax.audio.load_audio (one decoder, one set
+of rules for bad audio everywhere).
 """
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import dataclasses
 import os
 import re
 
-import numpy as np
-
+from cmemo_jax.audio.io import AudioDecodeError, int16_from_waveform, load_audio
 from cmemo_jax.constants import SAMPLE_RATE
 
 _REL_PATH = re.compile(r"^(id\d+)/([^/\s]+)/([^/\s]+)\.wav$")
@@ -89,27 +89,26 @@ def list_utterances(wav_dir: str, iden_split_path: str | None = None) -> list[Ut
     return utts
 
 
-def read_wav_int16(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+class WavReadError(AudioDecodeError, RuntimeError):
+    """read_wav_int16's error: an AudioDecodeError that is also the RuntimeError older callers catch."""
+
+
+def read_wav_int16(path: str, sample_rate: int = SAMPLE_RATE, *, return_info: bool = False):
     """Reads a wav as int16 [num_samples] mono at `sample_rate` (first channel; soxr resampling).
 
-    16 kHz mono 16-bit files (all of VoxCeleb1) are read straight as int16 with no float round trip.
-    Raises RuntimeError naming the file if it cannot be decoded or is empty.
-    """
-    import soundfile as sf
+    A thin wrapper over ``cmemo_jax.audio.load_audio(path, sample_rate, channel=0)`` and
+    ``int16_from_waveform``, so VoxCeleb audio obeys the same decode rules as every other entry point
+    (truncated files and NaN / inf samples rejected, float audio beyond full scale rescaled: see
+    cmemo_jax/audio/io.py). 16-bit PCM comes back bit-exact (int16 / 32768 is exact in float32).
 
+    Returns:
+      int16 numpy array [num_samples]; with return_info, (that array, AudioCheck).
+    Raises:
+      WavReadError (an AudioDecodeError and a RuntimeError): one line naming the file and the fault.
+    """
     try:
-        info = sf.info(path)
-        if info.samplerate == sample_rate and info.subtype == "PCM_16":
-            audio = sf.read(path, dtype="int16", always_2d=True)[0][:, 0]
-        else:
-            x, sr = sf.read(path, dtype="float32", always_2d=True)
-            x = x[:, 0]
-            if sr != sample_rate:
-                import soxr
-                x = soxr.resample(x, sr, sample_rate)
-            audio = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
-        raise RuntimeError(f"cannot read wav {path}: {e}") from e
-    if audio.size == 0:
-        raise RuntimeError(f"empty wav {path}")
-    return np.ascontiguousarray(audio)
+        waveform, check = load_audio(path, sample_rate, channel=0, return_info=True)
+    except AudioDecodeError as e:
+        raise WavReadError(str(e)) from e
+    audio = int16_from_waveform(waveform)
+    return (audio, check) if return_info else audio

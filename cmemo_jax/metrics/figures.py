@@ -13,7 +13,7 @@ import numpy as np
 from cmemo_jax.metrics.auc import roc_auc
 
 
-def _new_figure(width_in: float, height_in: float):
+def new_figure(width_in: float, height_in: float):
     """A matplotlib Figure attached to its own Agg canvas; one-line ImportError without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,7 +25,7 @@ def _new_figure(width_in: float, height_in: float):
     return fig
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
     """Writes the figure (format from the extension, e.g. .png) creating the folder; returns path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
@@ -45,7 +45,7 @@ def confusion_figure(confusion, class_names, path: str, title: str = "") -> str:
     k = len(class_names)
     if c.shape != (k, k):
         raise ValueError(f"confusion of shape {c.shape} for {k} class names")
-    fig = _new_figure(1.2 + 0.75 * k, 1.0 + 0.7 * k)
+    fig = new_figure(1.2 + 0.75 * k, 1.0 + 0.7 * k)
     ax = fig.add_subplot()
     im = ax.imshow(c, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(k):
@@ -60,7 +60,7 @@ def confusion_figure(confusion, class_names, path: str, title: str = "") -> str:
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_confusion(confusion, class_names, path_stem: str, title: str = "", counts=None) -> tuple[str, str]:
@@ -117,7 +117,7 @@ def roc_figure(per_class_curves: dict, path: str, title: str = "") -> str:
 
     Returns the path written.
     """
-    fig = _new_figure(5.0, 4.5)
+    fig = new_figure(5.0, 4.5)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="chance (AUC 0.50)")
     for name, (fpr, tpr, auc) in per_class_curves.items():
@@ -129,4 +129,4 @@ def roc_figure(per_class_curves: dict, path: str, title: str = "") -> str:
     ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

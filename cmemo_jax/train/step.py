@@ -37,6 +37,11 @@ def _forward(task, params, batch_stats, batch, rng, train: bool):
     return task.model.apply(variables, x, train=False), batch_stats
 
 
+def _all_finite(tree) -> jax.Array:
+    return jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree),
+                           jnp.bool_(True))
+
+
 def _keep_frozen(new_stats, old_stats, frozen):
     """Batch statistics of frozen top-level modules stay as they were (as loaded)."""
     if not frozen or not isinstance(new_stats, dict):
@@ -72,7 +77,9 @@ def make_train_step(task, tx: optax.GradientTransformation, mesh, lr_schedule=No
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # The new weights are checked too: a finite loss with a huge learning rate can still
+        # overflow them, and they must never reach a checkpoint.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
         new_stats = _keep_frozen(new_stats, state.batch_stats, frozen)
         # A skipped step's loss counts in no logged mean (the loop divides by the finite steps).
