@@ -35,7 +35,7 @@ class StudentObjective:
         self.model = registry.build(self.kind, config.model)
         self.loss_fn = losses.get_loss(config.loss.name)
         self.crop_samples = int(config.audio.crop_samples)
-        self.max_rows = constants.max_rows_per_segment(self.crop_samples / constants.SAMPLE_RATE)
+        self.max_rows = constants.max_rows_per_segment(self.crop_samples)
         self.local_batch_size = config.batch_size // jax.process_count()
 
     def model_inputs(self, batch, rng, train: bool):
