@@ -10,6 +10,7 @@ CLI: python -m cmemo_jax.export --workdir=DIR --out=FILE.msgpack [--which=best|l
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -24,6 +25,15 @@ FORMAT_NAME, FORMAT_VERSION = "cmemo_jax", 1
 
 class ExportError(CmemoError, ValueError):
     """A model file that cannot be written or read; the message names it."""
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks: names a model in results and head files."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save(path: str, meta: dict, variables) -> str:

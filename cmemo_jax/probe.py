@@ -22,13 +22,13 @@ head's labels.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 
 import numpy as np
 
+from cmemo_jax import export
 from cmemo_jax.constants import SAMPLE_RATE
 from cmemo_jax.errors import CmemoError
 from cmemo_jax.metrics.probe import (DEFAULT_L2, Probe, cross_validate, encode_labels, fit_probe,
@@ -42,26 +42,16 @@ class HeadError(CmemoError, ValueError):
     """A probe head file (or data set) that cannot be written, read or used; the message names it."""
 
 
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_head(path: str, probe: Probe, labels, student_path: str, l2: float = DEFAULT_L2,
               extra_meta: dict | None = None) -> str:
     """Writes a head file (module docstring) for `probe` fitted on `student_path`'s embeddings."""
-    from cmemo_jax import export
 
     d, k = probe.weights.shape
     if len(labels) != k:
         raise ValueError(f"{k} head classes but {len(labels)} labels")
     meta = {"kind": HEAD_KIND, "model": {"num_features": int(d), "num_classes": int(k), "l2": float(l2)},
             "labels": [str(v) for v in labels],
-            "student": {"file": os.path.basename(student_path), "sha256": file_sha256(student_path)},
+            "student": {"file": os.path.basename(student_path), "sha256": export.file_sha256(student_path)},
             **(extra_meta or {})}
     variables = {"weights": probe.weights, "bias": probe.bias, "mean": probe.mean, "scale": probe.scale}
     try:
@@ -126,7 +116,7 @@ def load_head(path: str, *, student_path: str | None = None,
         raise HeadError(f"{path}: head over {probe.weights.shape[0]} features, the student gives {num_features}")
     if student_path is not None:
         fitted_on = (meta.get("student") or {})
-        if fitted_on.get("sha256") != file_sha256(student_path):
+        if fitted_on.get("sha256") != export.file_sha256(student_path):
             raise HeadError(f"{path}: fitted on the student {fitted_on.get('file')!r} "
                             f"(sha256 {str(fitted_on.get('sha256'))[:12]}...), not on {student_path}")
     return probe, labels

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from test_predict import make_student_export, speechlike
 
-from cmemo_jax import predict, probe
+from cmemo_jax import export, predict, probe
 from cmemo_jax.constants import SAMPLE_RATE as SR
 
 
@@ -64,7 +64,7 @@ def test_fit_reports_cv_saves_head_and_predict_uses_it(student, labelled, tmp_pa
     head_probe, labels = probe.load_head(head, student_path=student, num_features=8)
     assert labels == ("high", "low") and head_probe.weights.shape == (8, 2)
     _, _, meta = probe.read_head(head)
-    assert meta["student"] == {"file": "student.msgpack", "sha256": probe.file_sha256(student)}
+    assert meta["student"] == {"file": "student.msgpack", "sha256": export.file_sha256(student)}
     assert meta["cv"]["folds"] == 4 and meta["cv"]["num_clips"] == 24
 
     high_clip = by_label["high"][0]

@@ -4,8 +4,11 @@ Fast (tiny preset): determinism, schema, identity persistence of the voice, emot
 emotion -> face effects in asserted directions, split disjointness, and the cached on-disk corpus.
 """
 import dataclasses
+import io
 import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -303,3 +306,55 @@ def test_ensure_corpus_tiny(tmp_path):
     t0 = time.time()
     assert S.ensure_corpus(str(tmp_path), CFG, num_shards=2) == out
     assert time.time() - t0 < 1.0 and os.path.getmtime(shard0) == mtime
+
+
+def test_ensure_corpus_removes_leftover_temporaries(tmp_path):
+    """A killed generation leaves '<file>.tmp-<pid>' files (shards, dataset_info, marker): the next
+    ensure_corpus deletes those of dead writers (and of its own pid), also once the corpus is complete,
+    and keeps those of a writer that is still running."""
+    pytest.importorskip("tensorflow")
+    cfg = S.SyntheticConfig.tiny(num_train_speakers=2, num_unheard_speakers=1, tracks_per_speaker=2,
+                                 max_track_seconds=4.5)
+    out_dir = tmp_path / S.corpus_name(cfg)
+    out_dir.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                   # its pid now names a writer that was killed
+    stale = [f"train.tfrecord-00000-of-00001.tmp-{gone.pid}", f"train.tfrecord-00000-of-00003.tmp-{gone.pid}",
+             f"{S.COMPLETE_MARKER}.tmp-{gone.pid}", f"dataset_info.json.tmp-{os.getpid()}"]
+    live = f"heard_val.tfrecord-00000-of-00001.tmp-{os.getppid()}"   # the parent process is running
+    for name in stale + [live]:
+        (out_dir / name).write_bytes(b"partial")
+
+    out = S.ensure_corpus(str(tmp_path), cfg, num_shards=1, num_workers=0)
+    left = set(os.listdir(out))
+    assert left.isdisjoint(stale), left
+    assert live in left and S.COMPLETE_MARKER in left
+    # Leftovers next to a complete corpus go too, and the cached call stays fast.
+    (out_dir / f"unheard_val.tfrecord-00000-of-00001.tmp-{gone.pid}").write_bytes(b"partial")
+    t0 = time.time()
+    assert S.ensure_corpus(str(tmp_path), cfg, num_shards=1) == out
+    assert time.time() - t0 < 1.0
+    assert sorted(n for n in os.listdir(out) if ".tmp-" in n) == [live]
+
+
+def test_worker_frames_round_trip_without_pickle(tiny_corpus):
+    """The worker protocol (length + JSON header + raw arrays) returns the track exactly, with the
+    schema's dtypes, and rejects truncated frames."""
+    from cmemo_jax.data.synthetic import workers
+
+    track = tiny_corpus["train"][0]
+    frame = workers.encode_frame(track)
+    assert b"pickle" not in frame and frame[8:9] == b"{"
+    stream = io.BytesIO(frame + frame)
+    for _ in range(2):
+        back = workers.read_frame(stream)
+        assert set(back) == set(track)
+        for key, value in track.items():
+            if isinstance(value, np.ndarray):
+                assert back[key].dtype == value.dtype and back[key].flags.writeable
+                np.testing.assert_array_equal(back[key], value)
+            else:
+                assert back[key] == value and type(back[key]) is type(value)
+    assert workers.read_frame(stream) is None
+    with pytest.raises(EOFError):
+        workers.read_frame(io.BytesIO(frame[:-10]))

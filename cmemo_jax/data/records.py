@@ -61,7 +61,7 @@ SHARDS_KEY = "shards"  # dataset_info.json: {split: [shard file names relative t
 _SHARD_RE = re.compile(r"^(?P<split>.+)\.tfrecord-(?P<index>\d+)-of-(?P<count>\d+)$")
 
 # (directory key, split) -> shard names the last write_shards call of this process wrote there.
-# write_dataset_info reads it so that writers which do not pass info['shards'] (synthetic.py) still
+# write_dataset_info reads it so that writers which do not pass info["shards"] (the synthetic corpus) still
 # get exactly the files they wrote listed.
 _WRITTEN: dict[tuple[str, str], tuple[str, ...]] = {}
 
@@ -169,7 +169,7 @@ def encode_track(track: dict) -> bytes:
         "face_width": i(0 if faces is None else faces.shape[2]),
         "frame_emotion": b(b"" if fe is None else fe.tobytes()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
 def decode_track(serialized: bytes) -> dict:

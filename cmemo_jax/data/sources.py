@@ -10,7 +10,6 @@ import os
 import jax
 from jax.experimental import multihost_utils
 
-from cmemo_jax.constants import default_cache_dir
 from cmemo_jax.data.tf_io import is_remote
 from cmemo_jax.errors import ConfigError
 
@@ -30,16 +29,18 @@ def check_data_config(data_config) -> None:
 
 
 def synthetic_cache_dir(data_config) -> str:
-    return os.path.join(data_config.get("cache_dir", "") or default_cache_dir(), "synthetic")
+    from cmemo_jax.data import synthetic
+
+    return synthetic.corpus_root(data_config.get("cache_dir", "") or None)
 
 
 def synthetic_config(data_config):
     from cmemo_jax.data import synthetic
 
-    preset = getattr(synthetic.SyntheticConfig, data_config.synthetic_preset, None)
-    if preset is None:
-        raise ConfigError(f"config.data.synthetic_preset={data_config.synthetic_preset!r}: use tiny, demo or default")
-    return preset()
+    try:
+        return synthetic.preset(data_config.synthetic_preset)
+    except ValueError as err:
+        raise ConfigError(f"config.data.synthetic_preset: {err}") from None
 
 
 def resolve_records_dir(data_config) -> str:

@@ -20,7 +20,6 @@ import time
 
 import jax
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
 from cmemo_jax.errors import ConfigError

@@ -23,7 +23,7 @@ from cmemo_jax.errors import CmemoError
 RESUME_SAFE_FIELDS = (
     "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "checkpoint_every_secs",
     "keep_checkpoints", "stop_at_step", "export_path", "allow_config_change", "distributed",
-    "data.cache_dir", "data.cache_in_ram",
+    "data.cache_dir", "data.cache_in_ram", "label.batch_size",
 )
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
