@@ -83,7 +83,10 @@ def _flatten(tree, prefix=""):
 
 
 def _is_safe(name: str) -> bool:
-    return any(name == f or name.startswith(f + ".") for f in RESUME_SAFE_FIELDS)
+    """A safe field, also inside a phase block of the pipeline config ('student.log_every_steps')."""
+    parts = name.split(".")
+    suffixes = {".".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+    return any(f in suffixes for f in RESUME_SAFE_FIELDS)
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
