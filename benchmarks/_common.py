@@ -274,3 +274,60 @@ def cost_flops(compiled) -> float | None:
         return None
     flops = cost.get("flops")
     return float(flops) if flops is not None and flops >= 0 else None
+
+# ------------------------------------------------------------------------------ PyTorch worker process
+
+def _torch_worker(conn, build, spec: dict) -> None:
+    """Child process: `build(spec) -> (runners {name: callable}, skipped {name: why})`, then runs
+    one runner per request.
+
+    Protocol on `conn`: sends ('ready', names, skipped) or ('error', text); then for each received
+    name runs that variant once and sends 'done'; None ends the loop.
+    """
+    try:
+        runners, skipped = build(spec)
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which carries on without torch
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", list(runners), skipped))
+    while True:
+        name = conn.recv()
+        if name is None:
+            break
+        runners[name]()
+        conn.send("done")
+
+
+class TorchProcess:
+    """PyTorch variants in their own process, as a user would run PyTorch: no shared allocator or
+    thread pools with XLA. `build` is a module-level function (it is sent to a spawned process);
+    `runners` are proxies that run one call in the child and wait for it (a pipe round trip, well
+    under a millisecond, is inside the timed interval)."""
+
+    def __init__(self, build, spec: dict):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_torch_worker, args=(child, build, spec), daemon=True)
+        self._proc.start()
+        reply = self._conn.recv()
+        if reply[0] == "error":
+            self.close()
+            raise RuntimeError(f"PyTorch worker failed: {reply[1]}")
+        _, names, self.skipped = reply
+        self.runners = {name: (lambda name=name: self._run(name)) for name in names}
+
+    def _run(self, name: str) -> None:
+        self._conn.send(name)
+        if self._conn.recv() != "done":
+            raise RuntimeError(f"PyTorch worker: unexpected reply running {name}")
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.terminate()

@@ -289,60 +289,12 @@ def torch_matmul_variants(n: int, dtypes, use_cuda: bool, inner: int) -> dict:
 
 # ------------------------------------------------------------------------------ PyTorch in a process
 
-def _torch_worker(conn, spec: dict) -> None:
-    """Child process: builds the PyTorch variants and matmuls, then runs one per request.
-
-    Protocol on `conn`: sends ('ready', names, skipped) or ('error', text); then for each received
-    name runs that variant once and sends 'done'; None ends the loop.
-    """
-    try:
-        runners, skipped = torch_variants(spec["model_kwargs"], spec["temperature"], spec["spectrogram"],
-                                          spec["targets"], spec["dtype"], spec["no_compile"], spec["use_cuda"])
-        runners.update(torch_matmul_variants(spec["mm_n"], spec["mm_dtypes"], spec["use_cuda"], spec["mm_inner"]))
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which carries on without torch
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
-    conn.send(("ready", list(runners), skipped))
-    while True:
-        name = conn.recv()
-        if name is None:
-            break
-        runners[name]()
-        conn.send("done")
-
-
-class TorchProcess:
-    """PyTorch variants in their own process, as a user would run PyTorch: no shared allocator or
-    thread pools with XLA. `runners` are proxies that run one call in the child and wait for it
-    (a pipe round trip, well under a millisecond, is inside the timed interval)."""
-
-    def __init__(self, spec: dict):
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_torch_worker, args=(child, spec), daemon=True)
-        self._proc.start()
-        reply = self._conn.recv()
-        if reply[0] == "error":
-            self.close()
-            raise RuntimeError(f"PyTorch worker failed: {reply[1]}")
-        _, names, self.skipped = reply
-        self.runners = {name: (lambda name=name: self._run(name)) for name in names}
-
-    def _run(self, name: str) -> None:
-        self._conn.send(name)
-        if self._conn.recv() != "done":
-            raise RuntimeError(f"PyTorch worker: unexpected reply running {name}")
-
-    def close(self) -> None:
-        try:
-            self._conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self._proc.join(timeout=30)
-        if self._proc.is_alive():
-            self._proc.terminate()
+def build_torch_runners(spec: dict):
+    """In the PyTorch worker process (_common.TorchProcess): the variants and matmuls of `spec`."""
+    runners, skipped = torch_variants(spec["model_kwargs"], spec["temperature"], spec["spectrogram"],
+                                      spec["targets"], spec["dtype"], spec["no_compile"], spec["use_cuda"])
+    runners.update(torch_matmul_variants(spec["mm_n"], spec["mm_dtypes"], spec["use_cuda"], spec["mm_inner"]))
+    return runners, skipped
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -428,7 +380,7 @@ def main(argv=None):
         try:
             if args.torch_process == "separate":
                 print("starting the PyTorch worker process ...", flush=True)
-                torch_process = TorchProcess(dict(
+                torch_process = _common.TorchProcess(build_torch_runners, dict(
                     model_kwargs=model_kwargs, temperature=temperature, spectrogram=extras["spectrogram"],
                     targets=extras["targets"], dtype=args.dtype, no_compile=args.no_compile, use_cuda=use_cuda,
                     mm_n=mm_n, mm_dtypes=mm_dtypes, mm_inner=mm_inner))

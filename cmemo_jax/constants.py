@@ -5,7 +5,7 @@ Nothing here imports jax or tensorflow, so data tools, models and tests can all 
 import math
 import os
 
-# Emotion order everywhere (FERPlus order; design.md §4).
+# Emotion order everywhere (FERPlus order; docs/method.md §4).
 EMOTIONS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 NUM_EMOTIONS = len(EMOTIONS)
 
@@ -22,7 +22,7 @@ VIDEO_FPS = 25.0
 FRAME_STRIDE = 6
 FRAME_PERIOD_S = FRAME_STRIDE / VIDEO_FPS  # 0.24 s
 
-# EmoVoxCeleb `set` codes (design.md §3).
+# EmoVoxCeleb `set` codes (docs/method.md §3).
 SPLIT_TRAIN = 1
 SPLIT_UNHEARD_VAL = 2
 SPLIT_HEARD_VAL = 3

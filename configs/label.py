@@ -16,6 +16,8 @@ The output (config.out_dir, '' -> WORKDIR/records) is what the student trains on
 """
 import ml_collections
 
+from cmemo_jax.config_defaults import distributed_block
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -43,11 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.allow_config_change = False         # resume a workdir whose config differs
 
     # Multi-host (see README): explicit coordinator, or auto-detection on TPU pods / SLURM.
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.coordinator_address = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    c.distributed.auto = False
+    c.distributed = distributed_block()
 
     if arg in (None, "", "paper"):
         return c

@@ -16,20 +16,15 @@ phase's records, the evaluation uses both exports and the same records. Killed a
 command resumes there. Without RML / eNTERFACE folders, `acted_sets=True` evaluates on held-out acted
 sets that the embedded corpus writes in those layouts (DIR/acted).
 """
-import importlib.util
 import os
 
 import ml_collections
 
+from cmemo_jax.config_defaults import distributed_block
+from cmemo_jax.config_files import load_config_file
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 PHASES = ("teacher", "label", "student", "evaluate")
-
-
-def _phase_config(name: str, arg):
-    spec = importlib.util.spec_from_file_location(f"cmemo_configs_{name}", os.path.join(_HERE, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,15 +33,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.phase = "pipeline"
     for name in PHASES:
-        c[name] = _phase_config(name, arg)
+        c[name] = load_config_file(os.path.join(_HERE, f"{name}.py"), arg)
     # Held-out acted sets of the embedded corpus (RML and eNTERFACE'05 layouts, other voices, rates,
     # stereo .avi) when no real evaluation folders are given; the paper's recipe uses real ones.
     c.acted_sets = arg in ("demo", "tiny")
     c.acted_speakers = 4 if arg == "tiny" else 8
     c.allow_config_change = False
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.coordinator_address = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    c.distributed.auto = False
+    c.distributed = distributed_block()
     return c

@@ -11,6 +11,7 @@ Point it at real EmoVoxCeleb records (made by data_prep/make_voxceleb_records.py
 import ml_collections
 
 from cmemo_jax import constants
+from cmemo_jax.config_defaults import add_training_fields
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,33 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.lr_end = 1e-5
     c.optim.grad_clip_norm = 0.0
 
-    # Start from a pretrained export (e.g. another run's student.msgpack); `frozen` lists top-level
-    # modules (conv1 ... fc8) that then stay as loaded.
-    c.init = ml_collections.ConfigDict()
-    c.init.from_path = ""
-    c.init.frozen = ()
-
-    c.batch_size = 64
-    c.num_epochs = 50                     # one random 4 s crop per training track per epoch
-    c.num_train_steps = -1                # > 0 overrides num_epochs
-    c.log_every_steps = 50
-    c.eval_every_steps = 2000
-    c.checkpoint_every_steps = 1000
-    c.checkpoint_every_secs = 600         # also save at the first log step after this many seconds
-    c.keep_checkpoints = 2
-    c.export_path = "student.msgpack"
-    c.nonfinite = "stop"                  # a NaN/inf loss: 'stop' naming the step | 'skip' the step
-    c.selection_metric = ""               # '' -> the task's ('unheard_val/loss', paper §5.1)
-    c.selection_mode = ""                 # '' -> the task's ('min'); 'max' for accuracies / AUCs
-    c.allow_config_change = False         # resume a workdir whose config differs (see README)
-    c.stop_at_step = -1                   # tests: stop after this step as if killed
-
-    # Multi-host (see README): explicit coordinator, or auto-detection on TPU pods / SLURM.
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.coordinator_address = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    c.distributed.auto = False
+    # one random 4 s crop per training track per epoch; selection on 'unheard_val/loss' (paper §5.1)
+    add_training_fields(c, export_path="student.msgpack", batch_size=64, num_epochs=50, log_every_steps=50,
+                        eval_every_steps=2000, checkpoint_every_steps=1000)
 
     if arg in (None, "", "paper"):
         return c

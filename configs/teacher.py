@@ -12,6 +12,8 @@ The authors' weights: `python -m cmemo_jax.convert --from=senet50_ft_dag.pth --t
 """
 import ml_collections
 
+from cmemo_jax.config_defaults import add_training_fields
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -43,46 +45,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.lr_end = 1e-5
     c.optim.grad_clip_norm = 0.0
 
-    c.init = ml_collections.ConfigDict()
-    c.init.from_path = ""                 # an exported teacher (cmemo_jax.convert or an earlier run)
-    c.init.frozen = ()
-
-    c.batch_size = 64
-    c.num_epochs = 30
-    c.num_train_steps = -1
-    c.log_every_steps = 50
-    c.eval_every_steps = 1000
-    c.checkpoint_every_steps = 1000
-    c.checkpoint_every_secs = 600
-    c.keep_checkpoints = 2
-    c.export_path = "teacher.msgpack"
-    c.nonfinite = "stop"
-    c.selection_metric = ""               # '' -> 'validation/accuracy' (PublicTest), higher is better
-    c.selection_mode = ""
-    c.allow_config_change = False
-    c.stop_at_step = -1
-
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.coordinator_address = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    c.distributed.auto = False
+    # selection on 'validation/accuracy' (PublicTest), higher is better
+    add_training_fields(c, export_path="teacher.msgpack", batch_size=64, num_epochs=30, log_every_steps=50,
+                        eval_every_steps=1000, checkpoint_every_steps=1000)
 
     if arg in (None, "", "paper"):
         return c
     if arg == "demo":
-        # CPU demo: a narrow, shallow SE-ResNet at 64x64 on the demo-size synthetic FERPlus.
-        c.data.synthetic_preset = "demo"
-        c.data.image_size = 64
+        # CPU demo: a narrow, shallow SE-ResNet at the faces' own 48x48 on the full-size synthetic
+        # FERPlus (12k faces; the 3k-face set overfits: BENCHMARKS.md, "demo teacher").
+        c.data.synthetic_preset = "default"
+        c.data.image_size = 48
         c.model.stage_sizes = (1, 1, 1, 1)
-        c.model.width = 16
+        c.model.width = 32
         c.model.dropout_rate = 0.2
         c.optim.lr_start, c.optim.lr_end = 5e-2, 1e-3
         c.batch_size = 32
-        c.num_epochs = 6
-        c.log_every_steps = 25
-        c.eval_every_steps = 100
-        c.checkpoint_every_steps = 100
+        c.num_epochs = 5
+        c.log_every_steps = 50
+        c.eval_every_steps = 500
+        c.checkpoint_every_steps = 500
         return c
     if arg == "tiny":
         c.data.synthetic_preset = "tiny"

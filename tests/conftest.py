@@ -13,6 +13,20 @@ def load_config(name: str, arg: str | None = None):
     return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), arg)
 
 
+def tiny_config(name: str, cache_dir: str, **overrides):
+    """configs/<name>.py:tiny with its data cache in `cache_dir` and dotted overrides
+    (`tiny_config("student", cache, **{"optim.lr_start": 0.1})`)."""
+    cfg = load_config(name, "tiny")
+    cfg.data.cache_dir = cache_dir
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory):
     """One cache directory for the synthetic corpora of the whole test session."""

@@ -10,7 +10,7 @@ import json
 import os
 import re
 
-os.environ.setdefault("NUMBA_CPU_NAME", "generic")   # librosa's yin is numba-compiled (design.md §6)
+os.environ.setdefault("NUMBA_CPU_NAME", "generic")   # librosa's yin is numba-compiled (docs/method.md §6)
 
 import av  # noqa: E402
 import jax  # noqa: E402

@@ -1,4 +1,4 @@
-"""The VGGVox spectrogram front-end against an independent float64 numpy/scipy reference (design.md §2)."""
+"""The VGGVox spectrogram front-end against an independent float64 numpy/scipy reference (docs/method.md §2)."""
 import jax
 import jax.numpy as jnp
 import librosa

@@ -1,7 +1,7 @@
 """Handcrafted-feature baseline: the feature vector, pitch statistics, random forest, random guessing."""
 import os
 
-os.environ.setdefault("NUMBA_CPU_NAME", "generic")   # librosa's yin is numba-compiled (design.md §6)
+os.environ.setdefault("NUMBA_CPU_NAME", "generic")   # librosa's yin is numba-compiled (docs/method.md §6)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -1,6 +1,6 @@
 """Models, front-end, losses, the train step and the loop import and run without TensorFlow.
 
-The lent GPU machine has no TensorFlow (design.md §6); only cmemo_jax/data imports it, lazily.
+The lent GPU machine has no TensorFlow (docs/method.md §6); only cmemo_jax/data imports it, lazily.
 """
 import os
 import subprocess

@@ -14,19 +14,12 @@ from cmemo_jax.audio.frontend import spectrogram_from_int16
 from cmemo_jax.data import sources
 from cmemo_jax.phases import student
 from cmemo_jax.train.checkpoint import Checkpointer
+import conftest
 from conftest import REPO, load_config
 
 
 def tiny_config(cache_dir, **overrides):
-    cfg = load_config("student", "tiny")
-    cfg.data.cache_dir = cache_dir
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return conftest.tiny_config("student", cache_dir, **overrides)
 
 
 def _train_losses(workdir):

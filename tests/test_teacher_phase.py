@@ -9,19 +9,11 @@ import pytest
 
 from cmemo_jax import export
 from cmemo_jax.phases import teacher
-from conftest import load_config
+from conftest import tiny_config
 
 
 def tiny_teacher_config(cache_dir, **overrides):
-    cfg = load_config("teacher", "tiny")
-    cfg.data.cache_dir = cache_dir
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return tiny_config("teacher", cache_dir, **overrides)
 
 
 @pytest.fixture(scope="module")

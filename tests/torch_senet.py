@@ -2,7 +2,7 @@
 `senet50_ft_dag` models converted from Caffe): the reference of tests/test_senet.py and the peer of
 benchmarks/bench_teacher.py.
 
-Written from the architecture description (design.md §2 "Teacher", Hu et al. 2018), not from the
+Written from the architecture description (docs/method.md §2 "Teacher", Hu et al. 2018), not from the
 Flax code. Every layer is an attribute of the top module under the authors' flat name
 (`conv3_1_1x1_reduce`, `conv3_1_1x1_reduce_bn`, ...), so `state_dict()` keys are exactly theirs.
 

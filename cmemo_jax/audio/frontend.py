@@ -1,4 +1,4 @@
-"""The VGGVox spectrogram front-end in jax.numpy (design.md §2).
+"""The VGGVox spectrogram front-end in jax.numpy (docs/method.md §2).
 
 Recipe (checked against the authors' MatConvNet code and the VGGVox code):
 
@@ -305,7 +305,7 @@ def normalize_spectrogram(spec: jnp.ndarray, eps: float = DEFAULT_EPS) -> jnp.nd
 
 def spectrogram(waveform, *, sample_rate: int = SAMPLE_RATE, dither_key=None, dither_scale: float = 1e-6,
                 dft: str = "fft", eps: float = DEFAULT_EPS) -> jnp.ndarray:
-    """The VGGVox spectrogram: the student network's input (design.md §2).
+    """The VGGVox spectrogram: the student network's input (docs/method.md §2).
 
     Args:
       waveform: float array [..., num_samples] in [-1, 1], mono, 16 kHz; num_samples >= 400. Leading

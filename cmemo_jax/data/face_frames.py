@@ -16,7 +16,7 @@ the VoxCeleb1 wav names ('1' -> '00001'), so track `<id>/<video>/<track>` joins 
 Frame timing, the one rule of this module: the JPEGs of a track, sorted by the integer value of
 their file stems, are the track's logit rows in order -- frame k is row k, one row per
 cmemo_jax.constants.FRAME_PERIOD_S (0.24 s: every 6th video frame at 25 fps; paper §4 "Data
-format": "frames are extracted from the face tracks at an interval of 0.24 seconds"; design notes
+format": "frames are extracted from the face tracks at an interval of 0.24 seconds"; docs/method.md
 §3). The numbers must step evenly (1, 2, 3, ... or 1, 7, 13, ...): a break in the step is a missing
 frame. A release sampled at another rate is not silently mislabelled: its frame counts disagree with
 the audio lengths and every track is reported as a duration mismatch.
@@ -39,7 +39,7 @@ import numpy as np
 from cmemo_jax.audio.io import AudioDecodeError
 from cmemo_jax.constants import SPLIT_TRAIN, SPLIT_UNHEARD_VAL
 from cmemo_jax.data import emovoxceleb, voxceleb
-from cmemo_jax.data.voxceleb_records import _bounded_map  # the bounded, ordered thread-pool map
+from cmemo_jax.data.voxceleb_records import bounded_map
 from cmemo_jax.errors import CmemoError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg")
@@ -266,6 +266,6 @@ def load_tracks(tracks: Iterable[FaceTrack], frame_size: int | None = None,
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         tracks = list(tracks)
-        loaded = _bounded_map(pool, lambda t: load_track(t, frame_size), tracks, 2 * workers + 2)
+        loaded = bounded_map(pool, lambda t: load_track(t, frame_size), tracks, 2 * workers + 2)
         for track, (out, problem) in zip(tracks, loaded):
             yield track, out, problem

@@ -1,4 +1,4 @@
-"""Reader of the FERPlus release: FER2013 images with the FERPlus ten-annotator votes (design.md §3).
+"""Reader of the FERPlus release: FER2013 images with the FERPlus ten-annotator votes (docs/method.md §3).
 
 Two files, paired row by row (the n-th data row of one describes the n-th image of the other)::
 

@@ -1,7 +1,7 @@
 """tf.data input pipelines over the record shards (records.py) that yield NumPy batches.
 
 The host only crops int16 audio and slices the teacher-logit rows of the crop; the spectrogram and the
-max-pool over the valid rows run on the accelerator (design.md §5: the host must move ~2.3 GB/s of int16
+max-pool over the valid rows run on the accelerator (docs/method.md §5: the host must move ~2.3 GB/s of int16
 audio at full H100 speed, so per-element work is a handful of vectorised TF ops and no float audio).
 
 Batch dict (NumPy), B = batch size, R = max_rows (default max_rows_per_segment(crop_samples) = 18)::

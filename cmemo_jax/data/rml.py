@@ -1,6 +1,6 @@
 """RML emotion database reader: `rml-1/s1..s5`, `rml-2/s6..s8` of labelled audio-visual clips.
 
-Layout (the published release; design.md §3)::
+Layout (the published release; docs/method.md §3)::
 
     ROOT/rml-1/s1/an1.avi           speaker s1, anger
     ROOT/rml-1/s2/english/ha12.avi  an optional language folder under a speaker

@@ -2,7 +2,7 @@
 
 Record shards may live on local disk or behind a URL (``gs://bucket/dir``): local paths go through
 ``os`` (no TensorFlow needed), URLs through ``tf.io.gfile``. TensorFlow is imported only when a
-function needs it, so modules that import this one still run where TensorFlow is absent (design.md §6).
+function needs it, so modules that import this one still run where TensorFlow is absent (docs/method.md §6).
 """
 from __future__ import annotations
 

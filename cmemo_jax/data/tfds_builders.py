@@ -9,7 +9,7 @@ Importing this module registers 'ferplus' and 'emovoxceleb' with TFDS, after whi
 
 It imports TensorFlow and TFDS at module level (the builders subclass a TFDS class), so nothing else
 in the package imports it eagerly: models, front-end and the train step must import without
-TensorFlow (design.md §6).
+TensorFlow (docs/method.md §6).
 
 TFDS caches a prepared dataset under DATA_DIR/<name>/<version>/ and does not look at manual_dir again:
 prepare EmoVoxCeleb from different record directories (synthetic, real) into different data_dirs.

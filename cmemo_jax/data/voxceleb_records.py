@@ -74,7 +74,7 @@ def _load(rec: dict, wav_dir: str, tolerance_s: float = emovoxceleb.DURATION_TOL
     return _Loaded(track=track, repairs=check.warnings)
 
 
-def _bounded_map(pool, fn, items, window: int):
+def bounded_map(pool, fn, items, window: int):
     """Ordered pool.map that keeps at most `window` results in flight (Executor.map would decode
     every wav of a split up front and hold all of them in RAM)."""
     pending = collections.deque()
@@ -119,7 +119,7 @@ def _swap_in(staging: str, out_dir: str) -> None:
     shutil.rmtree(old)
 
 
-def _write_list(path: str, rows: list[tuple[str, str]]) -> None:
+def write_list(path: str, rows: list[tuple[str, str]]) -> None:
     with open(path, "w") as fh:
         for track_id, text in rows:
             fh.write(f"{track_id}\t{text}\n")
@@ -209,7 +209,7 @@ def _build_into(tracks: list[dict], wav_dir: str, out_dir: str, num_shards: dict
             counts[name] = 0
 
             def good(recs=recs, name=name) -> Iterator[dict]:
-                loaded = _bounded_map(pool, lambda r: _load(r, wav_dir, tolerance_s), recs, 4 * workers + 4)
+                loaded = bounded_map(pool, lambda r: _load(r, wav_dir, tolerance_s), recs, 4 * workers + 4)
                 for rec, item in zip(recs, loaded):
                     repaired.extend((rec["track_id"], note) for note in item.repairs)
                     if item.track is None:
@@ -230,7 +230,7 @@ def _build_into(tracks: list[dict], wav_dir: str, out_dir: str, num_shards: dict
                 continue
             shards[name] = [os.path.basename(p) for p in paths]
 
-    _write_list(os.path.join(out_dir, SKIPPED_FILE), skipped)
-    _write_list(os.path.join(out_dir, REPAIRED_FILE), repaired)
+    write_list(os.path.join(out_dir, SKIPPED_FILE), skipped)
+    write_list(os.path.join(out_dir, REPAIRED_FILE), repaired)
     return {"num_examples": counts, "shards": shards, "skipped": skipped, "skipped_by_kind": dict(kinds),
             "repaired": repaired}

@@ -1,7 +1,7 @@
 """Face crops -> the teacher's input `[batch, size, size, 3]` RGB in 0-255, on the device.
 
 One bilinear resampling does the centre crop, the resize and (in training) the random affine of
-the FERPlus recipe (design notes §2): each output pixel is mapped back through the affine into the
+the FERPlus recipe (docs/method.md §2): each output pixel is mapped back through the affine into the
 crop and read with `jax.scipy.ndimage.map_coordinates` (order 1; outside the image the nearest edge
 pixel, as the authors' image warps pad). Grey inputs are copied to 3 channels; the teacher subtracts
 its mean RGB itself (cmemo_jax.models.senet.MEAN_RGB).

@@ -13,7 +13,7 @@ is not published with the paper; this is a feature set in the same spirit, per c
 student's front-end; yin uses 64 ms frames so that a 50 Hz period fits twice.
 
 librosa's yin is compiled by numba: on CPUs numba does not know, set NUMBA_CPU_NAME=generic in the
-environment before the first import (see design.md §6).
+environment before the first import (see docs/method.md §6).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ which is scikit-learn's ``LogisticRegression(C=1 / (l2 * n_train))`` (lbfgs, mul
 does not state a penalty; DEFAULT_L2 = 1e-3 only keeps the optimum finite on separable folds (on RML,
 n_train = 648, it is C ~ 1.5, barely a constraint on 8 standardised features).
 
-Protocol (design.md §3): 10 folds from a seeded random permutation of all clips, mean and std of the
+Protocol (docs/method.md §3): 10 folds from a seeded random permutation of all clips, mean and std of the
 fold accuracies; `speaker_folds` gives the speaker-independent variant. `cross_validate` is generic
 over the fit function, so the baselines (random forest, random guessing) run through the same code.
 """

@@ -1,5 +1,5 @@
 """The face teacher: SE-ResNet-50 as the authors used it (VGGFace2 / FERPlus `senet50_ferplus_dag`,
-converted from Caffe), 8 emotion logits out (paper §3.1, design.md §2 "Teacher").
+converted from Caffe), 8 emotion logits out (paper §3.1, docs/method.md §2 "Teacher").
 
 Layout NHWC. For a 224x224 RGB face (0-255, the model subtracts MEAN_RGB itself) the maps are:
 

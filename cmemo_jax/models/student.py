@@ -1,7 +1,7 @@
 """The speech student: VGG-M / VGGVox with batch norm (paper Table 4), 8 emotion logits out.
 
 Layout: input spectrogram `[batch, freq=512, time]` -> NHWC `[batch, freq, time, 1]`.
-For a 4.024 s clip (400 frames) the feature maps are, with pooling rounding down (design.md §2):
+For a 4.024 s clip (400 frames) the feature maps are, with pooling rounding down (docs/method.md §2):
 
   conv1 96 7x7 s2 p1 -> 254x198   mpool1 3x3 s2 -> 126x98
   conv2 256 5x5 s2 p1 -> 62x48    mpool2 3x3 s2 -> 30x23

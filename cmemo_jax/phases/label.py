@@ -442,7 +442,7 @@ def finish(workdir: str, out_dir: str, markers: list[dict], listing_skips: list[
            info: dict, run_summary: dict) -> dict:
     """Writes skipped.txt, dataset_info.json, the histogram and results.json; returns the results."""
     skipped = [(s.track_id, s.reason) for s in listing_skips] + [tuple(r) for m in markers for r in m["skipped"]]
-    voxceleb_records._write_list(os.path.join(workdir, SKIPPED_FILE), skipped)
+    voxceleb_records.write_list(os.path.join(workdir, SKIPPED_FILE), skipped)
     if not any(m["num_tracks"] for m in markers):
         raise CmemoError(f"no track could be labelled ({len(skipped)} skipped: see "
                          f"{os.path.join(workdir, SKIPPED_FILE)})")

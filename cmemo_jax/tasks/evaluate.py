@@ -1,6 +1,6 @@
 """The evaluation task of paper §5: what is measured; `cmemo_jax.phases.evaluate` runs it and writes it up.
 
-Table 5 (design.md §3): per dataset (RML, eNTERFACE'05, a CSV manifest) the clips are read with the
+Table 5 (docs/method.md §3): per dataset (RML, eNTERFACE'05, a CSV manifest) the clips are read with the
 readers of cmemo_jax.data (problems reported, not raised), decoded (left channel, 16 kHz), and every
 method is cross-validated on the SAME folds — a seeded random permutation cut into k folds (the
 paper's protocol), plus speaker-disjoint folds as a variant:

@@ -1,4 +1,4 @@
-"""Synthetic held-out ACTED sets in the RML and eNTERFACE'05 layouts, for evaluation (design.md §3).
+"""Synthetic held-out ACTED sets in the RML and eNTERFACE'05 layouts, for evaluation (docs/method.md §3).
 
 Like the real ones, and unlike the training corpus, these clips are *acted*: each is one short
 sentence carrying a single emotion at high intensity throughout (anger, disgust, fear, happiness,

@@ -1,5 +1,5 @@
 """Synthetic FERPlus: rendered 48x48 grey faces with ten simulated annotators' votes, in the release's
-two csv files (design.md §3; read by ``cmemo_jax.data.ferplus``).
+two csv files (docs/method.md §3; read by ``cmemo_jax.data.ferplus``).
 
 Each face is a new identity (appearance drawn like a corpus speaker's, from a stream of its own)
 showing one emotion at some intensity, rendered by the corpus's face renderer under a random pose,
