@@ -53,24 +53,32 @@ def save(path: str, meta: dict, variables) -> str:
     return path
 
 
-def load(path: str):
-    """-> (model, variables, meta) for any exported cmemo_jax model. Errors name the file."""
-    from cmemo_jax.models import registry  # lazily: light CLI tools import this module too
-
+def read_file(path: str, what: str = "model", error=None) -> dict:
+    """The raw msgpack tree of a cmemo_jax file (models and probe heads), its format marker and
+    version checked; `error` (default ExportError) is raised with one line naming the file."""
+    error = error or ExportError
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError as e:
-        raise ExportError(f"{path}: cannot read model file ({e.strerror})") from None
+        raise error(f"{path}: cannot read {what} file ({e.strerror})") from None
     try:
         tree = serialization.msgpack_restore(blob)
     except Exception as e:  # msgpack raises several unrelated types on garbage
-        raise ExportError(f"{path}: not a cmemo_jax msgpack model ({type(e).__name__})") from None
+        raise error(f"{path}: not a cmemo_jax msgpack file ({type(e).__name__})") from None
     if not isinstance(tree, dict) or tree.get("format") != FORMAT_NAME:
-        raise ExportError(f"{path}: not a cmemo_jax msgpack model (missing format marker)")
+        raise error(f"{path}: not a cmemo_jax msgpack file (missing format marker)")
     if tree.get("version") != FORMAT_VERSION:
-        raise ExportError(f"{path}: model format version {tree.get('version')!r}, this cmemo_jax reads "
-                          f"version {FORMAT_VERSION} (a newer cmemo_jax wrote it?)")
+        raise error(f"{path}: {what} format version {tree.get('version')!r}, this cmemo_jax reads "
+                    f"version {FORMAT_VERSION} (a newer cmemo_jax wrote it?)")
+    return tree
+
+
+def load(path: str):
+    """-> (model, variables, meta) for any exported cmemo_jax model. Errors name the file."""
+    from cmemo_jax.models import registry  # lazily: light CLI tools import this module too
+
+    tree = read_file(path)
     try:
         meta = json.loads(tree["meta"])
         kind, kwargs = meta["kind"], meta["model"]

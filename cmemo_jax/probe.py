@@ -60,32 +60,9 @@ def save_head(path: str, probe: Probe, labels, student_path: str, l2: float = DE
         raise HeadError(f"{path}: cannot write head file ({err.strerror})") from None
 
 
-def _restore(path: str) -> dict:
-    """The msgpack tree of a cmemo_jax file, format marker and version checked (as export.load)."""
-    from flax import serialization
-
-    from cmemo_jax.export import FORMAT_NAME, FORMAT_VERSION
-
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
-    except OSError as err:
-        raise HeadError(f"{path}: cannot read head file ({err.strerror})") from None
-    try:
-        tree = serialization.msgpack_restore(blob)
-    except Exception as err:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
-        raise HeadError(f"{path}: not a cmemo_jax msgpack file ({type(err).__name__})") from None
-    if not isinstance(tree, dict) or tree.get("format") != FORMAT_NAME:
-        raise HeadError(f"{path}: not a cmemo_jax msgpack file (missing format marker)")
-    if tree.get("version") != FORMAT_VERSION:
-        raise HeadError(f"{path}: format version {tree.get('version')!r}, this cmemo_jax reads "
-                        f"version {FORMAT_VERSION} (a newer cmemo_jax wrote it?)")
-    return tree
-
-
 def read_head(path: str) -> tuple[Probe, tuple[str, ...], dict]:
     """-> (Probe, labels, meta) of a head file; HeadError (one line naming the file) otherwise."""
-    tree = _restore(path)
+    tree = export.read_file(path, what="head", error=HeadError)
     try:
         meta = json.loads(tree["meta"])
         kind = meta["kind"]

@@ -41,6 +41,16 @@ def _stage(name: str, workdir: str, fn, timings: dict):
     return result
 
 
+def _train_once(name: str, run_phase, phase_config, workdir: str, timings: dict) -> str:
+    """Runs a training phase unless its export exists (it is written last); -> the export's path."""
+    path = os.path.join(workdir, phase_config.export_path)
+    if os.path.exists(path):
+        print(f"pipeline: {name} done ({path})", flush=True)
+    else:
+        _stage(name, workdir, lambda: run_phase(phase_config, workdir), timings)
+    return path
+
+
 def run(config, workdir: str) -> dict:
     try:
         return _run(config, workdir)
@@ -54,11 +64,7 @@ def _run(config, workdir: str) -> dict:
     timings: dict = {}
     with workdir_lib.exclusive_run(workdir, config):
         c = config.copy_and_resolve_references()
-        teacher_model = os.path.join(dirs["teacher"], c.teacher.export_path)
-        if os.path.exists(teacher_model):
-            print(f"pipeline: teacher done ({teacher_model})", flush=True)
-        else:
-            _stage("teacher", dirs["teacher"], lambda: teacher.run(c.teacher, dirs["teacher"]), timings)
+        teacher_model = _train_once("teacher", teacher.run, c.teacher, dirs["teacher"], timings)
 
         with c.label.unlocked():
             c.label.label.teacher_model = teacher_model
@@ -67,11 +73,7 @@ def _run(config, workdir: str) -> dict:
 
         with c.student.unlocked():
             c.student.data.source, c.student.data.records_dir = "records", records_dir
-        student_model = os.path.join(dirs["student"], c.student.export_path)
-        if os.path.exists(student_model):
-            print(f"pipeline: student done ({student_model})", flush=True)
-        else:
-            _stage("student", dirs["student"], lambda: student.run(c.student, dirs["student"]), timings)
+        student_model = _train_once("student", student.run, c.student, dirs["student"], timings)
 
         with c.evaluate.unlocked():
             e = c.evaluate.eval
