@@ -3,15 +3,15 @@ report PrivateTest accuracy (hard-label protocol), per-class accuracy and the co
 export it to msgpack."""
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 
-from cmemo_jax import constants, export
+from cmemo_jax import constants
 from cmemo_jax.errors import ConfigError
 from cmemo_jax.tasks.teacher import TeacherTask
-from cmemo_jax.train import checks, loop, optim
+from cmemo_jax.phases.training import fit_and_export
+from cmemo_jax.train import checks
 from cmemo_jax.train import workdir as workdir_lib
 
 
@@ -50,27 +50,15 @@ def run(config, workdir: str) -> dict:
     with workdir_lib.exclusive_run(workdir, config):
         ferplus_dir = resolve_ferplus_dir(config.data)
         task = TeacherTask(config, load_ferplus(ferplus_dir))
-        config = config.copy_and_resolve_references()
-        with config.unlocked():
-            config.num_train_steps = optim.num_train_steps(config, task.num_train_examples)
-        if jax.process_index() == 0:
-            sizes = {k: len(v["label"]) for k, v in task.splits.items()}
-            print(f"teacher: FERPlus in {ferplus_dir}: {sizes}; {config.num_train_steps} steps of batch "
-                  f"{config.batch_size} at {task.image_size}x{task.image_size} on {jax.device_count()} device(s)",
-                  flush=True)
-            with open(os.path.join(workdir, "model_meta.json"), "w") as f:
-                json.dump(task.export_meta(), f, indent=2)
-        result = loop.fit(task, config, workdir)
-        if "stopped_at_step" in result.summary or jax.process_index() != 0:
-            return result.summary
-        for name, summary in result.summary["results"].items():
-            _write_confusion(workdir, name, summary)
-        if config.get("export_path"):
-            path = os.path.join(workdir, config.export_path)
-            export.save(path, task.export_meta(), {"params": result.state.params,
-                                                   "batch_stats": result.state.batch_stats})
-            print(f"exported the teacher of step {result.summary['selected_step']} to {path}", flush=True)
-        test = result.summary["results"]["test"]
-        print(f"teacher: PrivateTest accuracy {test['accuracy']:.4f} (hard-label protocol, "
-              f"{test['num_images']} images)", flush=True)
-        return result.summary
+        sizes = {k: len(v["label"]) for k, v in task.splits.items()}
+
+        def report(result):
+            for name, summary in result.summary["results"].items():
+                _write_confusion(workdir, name, summary)
+            test = result.summary["results"]["test"]
+            print(f"teacher: PrivateTest accuracy {test['accuracy']:.4f} (hard-label protocol, "
+                  f"{test['num_images']} images)", flush=True)
+
+        return fit_and_export(task, config, workdir, lambda c: (
+            f"teacher: FERPlus in {ferplus_dir}: {sizes}; {c.num_train_steps} steps of batch {c.batch_size} "
+            f"at {task.image_size}x{task.image_size} on {jax.device_count()} device(s)"), on_selected=report)
