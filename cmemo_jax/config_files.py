@@ -1,4 +1,5 @@
-"""Load a phase config file (configs/*.py) the way `--config=path[:arg]` does, outside absl flags."""
+"""Load a phase config file (configs/*.py) the way `--config=path[:arg]` does, outside absl flags,
+and set dotted fields the way `--config.a.b=value` does (tests, notebooks)."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,3 +17,19 @@ def load_config_file(path: str, arg: str | None = None):
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path}: a config file must define get_config(arg)")
     return module.get_config(arg)
+
+
+def apply_overrides(config, overrides: dict):
+    """Sets dotted fields in place, `{"optim.lr_start": 0.1}` as `--config.optim.lr_start=0.1` would;
+    returns `config`. A field that does not exist is a one-line KeyError naming it."""
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            if name not in node:
+                raise KeyError(f"config field {key!r}: no field {name!r}")
+            node = node[name]
+        if leaf not in node:
+            raise KeyError(f"config field {key!r}: no field {leaf!r}")
+        node[leaf] = value
+    return config

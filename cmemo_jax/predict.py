@@ -516,12 +516,18 @@ def plot_path_for(plot: str, source: str, several: bool) -> str:
     return f"{root}_{stem}{ext or '.png'}"
 
 
-def plot_prediction(prediction: Prediction, path: str) -> str:
-    """Probabilities over time (one line per label at the window centres) -> image file; returns path."""
+def plot_prediction(prediction: Prediction, path: str, spans: Sequence[tuple] = ()) -> str:
+    """Probabilities over time (one line per label at the window centres) -> image file; returns path.
+
+    spans: optional (start_s, end_s, name) stretches of the file to mark (e.g. what was acted there),
+    drawn as shaded bands labelled with the name."""
     from cmemo_jax.metrics.figures import new_figure, save_figure  # matplotlib only when a plot is asked for
 
     fig = new_figure(8.0, 3.5)
     ax = fig.add_subplot()
+    for k, (start, end, name) in enumerate(spans):
+        ax.axvspan(start, end, color="0.85" if k % 2 == 0 else "0.92", zorder=0)
+        ax.text((start + end) / 2, 0.97, str(name), ha="center", va="top", fontsize=8)
     centres = [(w.start_s + w.end_s) / 2 for w in prediction.windows]
     probs = prediction.probabilities()
     marker = "o" if len(centres) < 30 else None

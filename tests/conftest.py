@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from cmemo_jax.config_files import load_config_file
+from cmemo_jax.config_files import apply_overrides, load_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,13 +18,7 @@ def tiny_config(name: str, cache_dir: str, **overrides):
     (`tiny_config("student", cache, **{"optim.lr_start": 0.1})`)."""
     cfg = load_config(name, "tiny")
     cfg.data.cache_dir = cache_dir
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return apply_overrides(cfg, overrides)
 
 
 @pytest.fixture(scope="session")

@@ -235,6 +235,16 @@ def test_plot_writes_one_png_per_file(student, tmp_path, capsys):
     assert os.path.getsize(tmp_path / "one.png") > 1000
 
 
+def test_plot_marks_given_spans(predictor, tmp_path):
+    from cmemo_jax.predict import plot_prediction
+
+    result = predictor(speechlike(7.0, seed=3), sample_rate=SR)
+    plain = plot_prediction(result, str(tmp_path / "plain.png"))
+    marked = plot_prediction(result, str(tmp_path / "marked.png"), spans=[(0.5, 3.0, "anger"), (3.5, 6.5, "fear")])
+    with open(plain, "rb") as a, open(marked, "rb") as b:
+        assert a.read(8) == b"\x89PNG\r\n\x1a\n" and a.read() != b.read()[8:]
+
+
 def test_bad_inputs_one_line_each_and_others_still_processed(student, tmp_path, capsys):
     good = str(tmp_path / "good.wav")
     sf.write(good, speechlike(5.0, seed=6), SR)

@@ -138,6 +138,10 @@ def test_bad_data_dir_and_workdir(tmp_path, synthetic_cache):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(WorkdirError, match="is a file"):
         student.run(tiny_config(synthetic_cache), str(tmp_path / "afile"))
+    # A bucket URL would become a local folder named 'gs:' (the lock and logs are local files).
+    with pytest.raises(WorkdirError, match=r"gs://bucket/run is a URL: use a local or mounted folder"):
+        student.run(tiny_config(synthetic_cache), "gs://bucket/run")
+    assert not os.path.exists("gs:")
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_saves_no_nan(tmp_path, synthetic_cache):

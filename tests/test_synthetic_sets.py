@@ -196,3 +196,23 @@ def test_acted_speakers_are_new_and_sets_deterministic(enterface_set, tmp_path):
         assert _sha(c.path) == _sha(by_name[os.path.basename(c.path)])
     other = acted.write_enterface(str(tmp_path / "other"), n_subjects=1, sentences=1, seed=1)
     assert _sha(other[0].path) != _sha(first[0].path)
+
+
+def test_acted_sequence_marks_where_each_emotion_was_read(tmp_path):
+    from cmemo_jax.audio import load_audio
+
+    path = str(tmp_path / "seq.wav")
+    parts = acted.write_acted_sequence(path, emotions=("anger", "fear"), pause_s=0.5)
+    assert [p.emotion for p in parts] == ["anger", "fear"]
+    wave = load_audio(path, sample_rate=acted.RML_CHAIN.sample_rate, channel=0)
+    rate = acted.RML_CHAIN.sample_rate
+    assert parts[0].start_s == pytest.approx(0.5) and parts[1].start_s == pytest.approx(parts[0].end_s + 0.5)
+    assert parts[-1].end_s == pytest.approx(wave.shape[0] / rate, abs=1e-3)
+    for p in parts:   # speech inside each part, silence in the pauses
+        inside = wave[int(p.start_s * rate):int(p.end_s * rate)]
+        assert np.sqrt(np.mean(inside ** 2)) > 0.01
+    assert np.abs(wave[:int(0.5 * rate)]).max() == 0
+    acted.write_acted_sequence(str(tmp_path / "again.wav"), ("anger", "fear"), pause_s=0.5)
+    assert _sha(str(tmp_path / "again.wav")) == _sha(path)
+    with pytest.raises(ValueError, match="contempt"):
+        acted.write_acted_sequence(str(tmp_path / "x.wav"), emotions=("contempt",))

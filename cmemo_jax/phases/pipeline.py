@@ -13,15 +13,16 @@ from cmemo_jax.phases import evaluate, label, student, teacher
 from cmemo_jax.train import workdir as workdir_lib
 
 
-def _write_acted_sets(config, out_dir: str) -> tuple[str, str]:
-    """The embedded corpus's held-out acted sets (written once) -> (rml_dir, enterface_dir)."""
+def write_acted_sets(out_dir: str, n_speakers: int) -> tuple[str, str]:
+    """The embedded corpus's held-out acted sets, `n_speakers` each (written once; a rerun finds them)
+    -> (rml_dir, enterface_dir)."""
     from cmemo_jax.data.synthetic import acted
 
     rml, enterface = os.path.join(out_dir, "rml"), os.path.join(out_dir, "enterface")
     done = os.path.join(out_dir, "_COMPLETE")
     if not os.path.exists(done):
-        acted.write_rml(rml, n_speakers=config.acted_speakers)
-        acted.write_enterface(enterface, n_subjects=config.acted_speakers)
+        acted.write_rml(rml, n_speakers=n_speakers)
+        acted.write_enterface(enterface, n_subjects=n_speakers)
         with open(done, "w") as f:
             f.write("acted sets written\n")
     return rml, enterface
@@ -80,7 +81,7 @@ def _run(config, workdir: str) -> dict:
             e.model, e.teacher_model = student_model, teacher_model
             c.evaluate.data.source, c.evaluate.data.records_dir = "records", records_dir
             if c.acted_sets and not (e.rml_dir or e.enterface_dir or e.manifest):
-                e.rml_dir, e.enterface_dir = _write_acted_sets(c, os.path.join(workdir, "acted"))
+                e.rml_dir, e.enterface_dir = write_acted_sets(os.path.join(workdir, "acted"), c.acted_speakers)
         summary = _stage("evaluate", dirs["evaluate"], lambda: evaluate.run(c.evaluate, dirs["evaluate"]), timings)
     print("pipeline: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
           + f"; results in {os.path.join(dirs['evaluate'], 'results.md')}", flush=True)

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 
+from cmemo_jax.data.tf_io import is_remote
 from cmemo_jax.errors import CmemoError
 
 # Fields that do not change what is trained: free to differ between a run and its resume.
@@ -34,7 +35,12 @@ class WorkdirError(CmemoError, RuntimeError):
 
 
 def prepare(workdir: str) -> str:
-    """Creates `workdir` if needed; one-line errors when it is a file or not writable."""
+    """Creates `workdir` if needed; one-line errors when it is a URL, a file or not writable."""
+    if is_remote(workdir):
+        # The lock, config.json and metrics.jsonl are local files (os / fcntl); a URL would silently
+        # become a local folder named 'gs:'.
+        raise WorkdirError(f"workdir {workdir} is a URL: use a local or mounted folder (a bucket mounted "
+                           "with gcsfuse, Google Drive in Colab); records can stay in the bucket")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"workdir {workdir} is a file, not a folder")
     try:

@@ -18,6 +18,8 @@ Layouts (what ``cmemo_jax.data.rml`` / ``cmemo_jax.data.enterface`` read)::
 
     write_rml(out_dir, cfg=None, n_speakers=4, clips_per_emotion=2, seed=0) -> [ActedClip]
     write_enterface(out_dir, cfg=None, n_subjects=4, sentences=2, seed=0) -> [ActedClip]
+    write_acted_sequence(path, emotions, ...) -> [SequencePart]: one reader, one sentence per
+        emotion in a row, as a stereo 22.05 kHz WAV (an example recording for predict and the notebooks)
     ActedClip(path, emotion, speaker): emotion an EMOTIONS name, speaker 's1' / 'subject 1'
 """
 from __future__ import annotations
@@ -49,8 +51,15 @@ CLIP_SECONDS = (2.5, 4.5)      # one read sentence
 PEAK_LEVEL = 0.9               # of full scale, after the chain
 
 # Sub-stream tags under STREAM_ACTED: which set, then speakers vs clips.
-_RML, _ENTERFACE = 0, 1
+_RML, _ENTERFACE, _SEQUENCE = 0, 1, 2
 _SPEAKERS, _CLIPS = 0, 1
+
+
+class SequencePart(NamedTuple):
+    """One sentence of an acted sequence: [start_s, end_s) in seconds of the file, emotion name."""
+    start_s: float
+    end_s: float
+    emotion: str
 
 
 class ActedClip(NamedTuple):
@@ -291,3 +300,34 @@ def write_enterface(out_dir: str, cfg: SyntheticConfig | None = None, n_subjects
                 clips.append(_write_clip(path, speaker, emotion, key, ENTERFACE_CHAIN, cfg))
     return clips
 
+
+
+def write_acted_sequence(path: str, emotions: tuple = ("happiness", "sadness", "anger", "surprise"),
+                         cfg: SyntheticConfig | None = None, pause_s: float = 0.6,
+                         seed: int = 0) -> list[SequencePart]:
+    """Writes one new reader's sentences, one per emotion in `emotions` (ACTED_EMOTIONS names), in a
+    row with `pause_s` of silence before each, as a stereo 16-bit WAV at 22.05 kHz (the RML chain).
+
+    An example recording whose emotion changes over time, for `predict` and the notebooks; returns
+    where each sentence lies. Deterministic for (cfg, arguments, seed)."""
+    import soundfile
+
+    unknown = [e for e in emotions if e not in ACTED_EMOTIONS]
+    if not emotions or unknown:
+        raise ValueError(f"emotions must be a non-empty sequence of {ACTED_EMOTIONS}, got {tuple(emotions)}")
+    cfg = cfg or SyntheticConfig()
+    speaker, = acted_speakers(cfg, _SEQUENCE, ["reader"], seed)
+    sr, pause = RML_CHAIN.sample_rate, np.zeros((int(round(pause_s * RML_CHAIN.sample_rate)), 2), np.int16)
+    pieces, parts, at = [], [], 0
+    for k, emotion in enumerate(emotions):
+        rng = np.random.default_rng([int(seed), STREAM_ACTED, _SEQUENCE, _CLIPS, k, EMOTIONS.index(emotion)])
+        audio, _ = acted_clip(speaker, EMOTIONS.index(emotion), rng, RML_CHAIN, cfg)
+        pieces += [pause, audio]
+        at += pause.shape[0]
+        parts.append(SequencePart(at / sr, (at + audio.shape[0]) / sr, emotion))
+        at += audio.shape[0]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    soundfile.write(tmp, np.concatenate(pieces), sr, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+    return parts
